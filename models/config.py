@@ -1,0 +1,148 @@
+"""Model configuration: one frozen dataclass and its named presets.
+
+Every per-level tuple lists the levels of the hierarchy from the top (coarsest,
+stride ``top_stride``) down to the bottom (stride 4, where the image is
+patchified); each level below the top halves the stride of the one above.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HVAEConfig:
+    """Architecture and rate range of a hierarchical VAE.
+
+    Attributes:
+        name: preset name, recorded in checkpoints and containers.
+        widths: channels of the feature maps at each level, top first.
+        encoder_blocks: residual blocks of the bottom-up encoder at each level.
+        latent_layers: latent layers (top-down blocks) at each level.
+        latent_channels: channels of each latent layer at that level.
+        decoder_blocks: plain residual blocks after the latent layers of a level.
+        cond_dim: width of the rate-setting embedding that modulates every block.
+        lmbda_min, lmbda_max: range of lambda the model is trained on (loss =
+            lmbda * 255^2 * MSE + sum_l beta_l * bpp_l).
+        beta_min, beta_max: range of the per-layer rate multipliers beta_l.
+        scale_min: lower bound of the prior scales sigma_p (latent units).
+    """
+
+    name: str
+    widths: tuple[int, ...]
+    encoder_blocks: tuple[int, ...]
+    latent_layers: tuple[int, ...]
+    latent_channels: tuple[int, ...]
+    decoder_blocks: tuple[int, ...]
+    cond_dim: int = 64
+    lmbda_min: float = 0.0009
+    lmbda_max: float = 0.16
+    beta_min: float = 0.25
+    beta_max: float = 4.0
+    scale_min: float = 0.11
+
+    def __post_init__(self):
+        per_level = (
+            "encoder_blocks",
+            "latent_layers",
+            "latent_channels",
+            "decoder_blocks",
+        )
+        for field in per_level:
+            if len(getattr(self, field)) != len(self.widths):
+                raise ValueError(
+                    f"config {self.name!r}: {field} needs one entry per level"
+                )
+        if self.num_latent_layers < 1:
+            raise ValueError(f"config {self.name!r}: needs at least one latent layer")
+        if not 0 < self.lmbda_min < self.lmbda_max:
+            raise ValueError(f"config {self.name!r}: needs 0 < lmbda_min < lmbda_max")
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.widths)
+
+    @property
+    def top_stride(self) -> int:
+        """Stride of the coarsest level; images are padded to a multiple of it."""
+        return 4 * 2 ** (self.num_levels - 1)
+
+    def stride(self, level: int) -> int:
+        return self.top_stride // 2**level
+
+    @property
+    def num_latent_layers(self) -> int:
+        return sum(self.latent_layers)
+
+    def layer_strides(self) -> list[int]:
+        """Stride of every latent layer, top layer first."""
+        return [
+            self.stride(i) for i, n in enumerate(self.latent_layers) for _ in range(n)
+        ]
+
+    def layer_channels(self) -> list[int]:
+        """Channels of every latent layer, top layer first."""
+        return [
+            c
+            for c, n in zip(self.latent_channels, self.latent_layers, strict=True)
+            for _ in range(n)
+        ]
+
+    def lmbda_for_quality(self, quality: float) -> float:
+        """Map a quality in [0, 100] log-linearly onto [lmbda_min, lmbda_max]."""
+        if not 0 <= quality <= 100:
+            raise ValueError(f"quality must be in [0, 100], got {quality}")
+        log_lo, log_hi = math.log(self.lmbda_min), math.log(self.lmbda_max)
+        return math.exp(log_lo + quality / 100 * (log_hi - log_lo))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> HVAEConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown config fields: {sorted(unknown)}")
+        tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**tuples)
+
+
+PRESETS: dict[str, HVAEConfig] = {
+    # Tests: a few thousand parameters; trains and codes on a CPU in seconds.
+    "tiny": HVAEConfig(
+        name="tiny",
+        widths=(16, 16, 16),
+        encoder_blocks=(1, 1, 1),
+        latent_layers=(1, 1, 1),
+        latent_channels=(4, 4, 4),
+        decoder_blocks=(0, 0, 1),
+        cond_dim=16,
+    ),
+    # The shipped model: 6 latent layers at strides 64, 32, 16, 16, 8, 8; plain 3x3
+    # convolutions throughout, because they run several times faster per
+    # multiply-add on CPUs than depthwise (ConvNeXt-style) blocks.
+    "base": HVAEConfig(
+        name="base",
+        widths=(192, 192, 192, 128, 64),
+        encoder_blocks=(1, 1, 2, 2, 1),
+        latent_layers=(1, 1, 2, 2, 0),
+        latent_channels=(16, 16, 24, 16, 0),
+        decoder_blocks=(0, 0, 0, 1, 2),
+    ),
+}
+
+
+def get_config(name_or_config: str | HVAEConfig) -> HVAEConfig:
+    """A preset by name (listing the valid names if unknown), or the config itself."""
+    if isinstance(name_or_config, HVAEConfig):
+        return name_or_config
+    try:
+        return PRESETS[name_or_config]
+    except KeyError:
+        valid = ", ".join(sorted(PRESETS))
+        raise ValueError(
+            f"unknown model preset {name_or_config!r}; valid: {valid}"
+        ) from None

@@ -1,0 +1,72 @@
+"""Training data: random crops of natural images after a random downscale."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def list_images(folders: list[str | Path]) -> list[Path]:
+    """Every image file directly inside the given folders, sorted."""
+    paths = []
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            raise ValueError(f"not a folder: {folder}")
+        paths += sorted(
+            p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+        )
+    if not paths:
+        raise ValueError(f"no images found in {', '.join(map(str, folders))}")
+    return paths
+
+
+def load_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """An RGB PIL image -> float tensor (3, H, W) in [0, 1]."""
+    pixels = torch.from_numpy(np.asarray(image).copy())
+    return pixels.permute(2, 0, 1).float().div_(255)
+
+
+class RandomCrops(torch.utils.data.Dataset):
+    """One random crop per image and visit, as float tensors (3, size, size) in [0, 1].
+
+    Each crop is downscaled first by a random factor in [min_scale, 1]: most
+    sources are JPEGs, and shrinking washes out their compression artefacts.
+    Images are decoded once and kept in memory (the training shards are small).
+    """
+
+    def __init__(self, folders: list[str | Path], size: int, min_scale: float = 0.5):
+        self.size = size
+        self.min_scale = min_scale
+        self.images = [load_rgb(p) for p in list_images(folders)]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = self.images[index]
+        rng = random.Random()
+        # The smallest scale that still leaves a full crop inside the image.
+        fit = self.size / min(image.size)
+        scale = rng.uniform(max(self.min_scale, fit), max(1.0, fit))
+        region = min(round(self.size / scale), *image.size)
+        left = rng.randint(0, image.width - region)
+        top = rng.randint(0, image.height - region)
+        crop = image.resize(
+            (self.size, self.size),
+            Image.Resampling.BICUBIC,
+            box=(left, top, left + region, top + region),
+        )
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return to_tensor(crop)
