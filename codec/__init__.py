@@ -17,6 +17,7 @@ from .api import (
     decode,
     encode,
     export_model,
+    shipped_model_for,
 )
 from .container import Header, read_header
 from .image_io import DEFAULT_MAX_PIXELS, ImageReadError
@@ -34,4 +35,5 @@ __all__ = [
     "encode",
     "export_model",
     "read_header",
+    "shipped_model_for",
 ]

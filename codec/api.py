@@ -495,7 +495,16 @@ def decode(data: bytes, *, layers=None, model=None, device=None) -> Image.Image:
 
     Without ``model``, the shipped model named in the file is used.
     """
-    if model is None:
-        name = read_header(data).model_name
-        model = name if name in models.shipped_models() else None
+    model = model if model is not None else shipped_model_for(data)
     return _codec_for(model, device).decode(data, layers=layers)
+
+
+def shipped_model_for(data: bytes) -> str:
+    """The name of the shipped model that wrote ``data`` (a clear error if none)."""
+    name = read_header(data).model_name
+    if name not in models.shipped_models():
+        raise ValueError(
+            f"the file was written by model {name!r}, which is not shipped with this "
+            "package; pass its checkpoint with --model"
+        )
+    return name

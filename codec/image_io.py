@@ -44,7 +44,7 @@ class SourceImage:
 
 
 def load_image(image, max_pixels: int = DEFAULT_MAX_PIXELS) -> SourceImage:
-    """A path, PIL image or uint8/uint16 numpy array -> `SourceImage`.
+    """A path, file bytes, PIL image or uint8/uint16 numpy array -> `SourceImage`.
 
     EXIF orientation is applied; the ICC profile is kept.
 
@@ -58,9 +58,14 @@ def load_image(image, max_pixels: int = DEFAULT_MAX_PIXELS) -> SourceImage:
         _check_size(image.size, max_pixels)
         return _from_pil(image)
     if isinstance(image, (str, os.PathLike)):
-        return _from_path(Path(image), max_pixels)
+        path = Path(image)
+        if path.is_dir():
+            raise ImageReadError(f"{path} is a directory")
+        return _open(path, str(path), max_pixels)
+    if isinstance(image, (bytes, bytearray)):
+        return _open(io.BytesIO(image), "input", max_pixels)
     raise TypeError(
-        f"image must be a path, PIL image or numpy array, not {type(image).__name__}"
+        f"image must be a path, bytes, PIL image or numpy array, not {type(image).__name__}"
     )
 
 
@@ -76,26 +81,25 @@ def _check_size(size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
-def _from_path(path: Path, max_pixels: int) -> SourceImage:
-    if path.is_dir():
-        raise ImageReadError(f"{path} is a directory")
+def _open(source, name: str, max_pixels: int) -> SourceImage:
+    """Decode a file (path or file object) with one-line errors."""
     try:
         with warnings.catch_warnings():
             # Our own pixel limit replaces Pillow's bomb warning.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 _check_size(image.size, max_pixels)
                 image.load()
                 return _from_pil(image)
     except ImageReadError:
         raise
     except FileNotFoundError:
-        raise ImageReadError(f"{path}: no such file") from None
+        raise ImageReadError(f"{name}: no such file") from None
     except PermissionError:
-        raise ImageReadError(f"{path}: permission denied") from None
+        raise ImageReadError(f"{name}: permission denied") from None
     except Image.UnidentifiedImageError:
         raise ImageReadError(
-            f"{path}: not an image file (or an unsupported format)"
+            f"{name}: not an image file (or an unsupported format)"
         ) from None
     except (
         OSError,
@@ -104,7 +108,7 @@ def _from_path(path: Path, max_pixels: int) -> SourceImage:
         EOFError,
         Image.DecompressionBombError,
     ) as error:
-        raise ImageReadError(f"{path}: damaged or unreadable image ({error})") from None
+        raise ImageReadError(f"{name}: damaged or unreadable image ({error})") from None
 
 
 def _from_pil(image: Image.Image) -> SourceImage:

@@ -12,17 +12,21 @@ from PIL import Image
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
-def list_images(folders: list[str | Path]) -> list[Path]:
-    """Every image file directly inside the given folders, sorted."""
+def list_images(items: list[str | Path]) -> list[Path]:
+    """Image files: files as given, folders expanded to the images directly inside."""
     paths = []
-    for folder in map(Path, folders):
-        if not folder.is_dir():
-            raise ValueError(f"not a folder: {folder}")
-        paths += sorted(
-            p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-        )
-    if not paths:
-        raise ValueError(f"no images found in {', '.join(map(str, folders))}")
+    for item in map(Path, items):
+        if item.is_dir():
+            found = sorted(
+                p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not found:
+                raise ValueError(f"no images in folder {item}")
+            paths += found
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise ValueError(f"no such file or folder: {item}")
     return paths
 
 

@@ -224,9 +224,17 @@ def train(opts: TrainOptions) -> dict:
     Checkpoints go to ``out/checkpoint.pt`` (latest, with optimizer and EMA).
     """
     env = setup_distributed(opts.device)
+    if (
+        opts.crop % build_model(opts.model).config.top_stride
+        if not (opts.resume or opts.init)
+        else False
+    ):
+        raise ValueError("crop must be a multiple of the model's top stride")
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     model, ema, start_step, checkpoint = _load_start(opts)
+    if opts.crop % model.config.top_stride:
+        raise ValueError(f"crop must be a multiple of {model.config.top_stride}")
     # Every rank and every resumed segment draws different noise and crops.
     torch.manual_seed(opts.seed + 1_000_003 * env.rank + start_step)
     model.to(env.device).train()
@@ -322,7 +330,7 @@ def train(opts: TrainOptions) -> dict:
     progress.close()
     info["train_seconds"] += time.perf_counter() - started
     save(opts.steps)
-    summary = {"step": opts.steps, "last": last, **info}
+    summary = {"step": opts.steps, "rank": env.rank, "last": last, **info}
     if val_images:
         summary["validation"] = validate(ema, val_images, opts.val_qualities)
         log.write(event="validation", step=opts.steps, results=summary["validation"])

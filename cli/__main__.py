@@ -1,0 +1,7 @@
+"""``python -m cli``: the same as the ``hvae-compress`` command."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

@@ -1,0 +1,73 @@
+"""Argument types and option groups shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def quality(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"quality must be in [0, 100], got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def float_list(text: str) -> list[float]:
+    """'1,2.5,4' -> [1.0, 2.5, 4.0], all positive."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+    if not all(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"values must be positive, got {text!r}")
+    return values
+
+
+def common_options() -> argparse.ArgumentParser:
+    """--quiet and --debug, for every subcommand."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    common.add_argument(
+        "--debug", action="store_true", help="show a full traceback on errors"
+    )
+    return common
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model, --device and --max-pixels."""
+    parser.add_argument(
+        "--model",
+        metavar="NAME_OR_PATH",
+        default=None,
+        help="shipped model name or checkpoint file (default: the shipped 'base' "
+        "model; when decoding, the model named in the file)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda", "auto"],
+        default="auto",
+        help="where the network runs (default: auto, a GPU when there is one)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="refuse images larger than N pixels (default: 67108864 = 8192x8192)",
+    )

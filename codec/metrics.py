@@ -1,0 +1,46 @@
+"""Image quality metrics on 8-bit RGB, computed the way the field reports them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+
+def as_rgb_array(image) -> np.ndarray:
+    """A PIL image or uint8 array -> (H, W, 3) uint8 (gray is replicated)."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(
+            f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}"
+        )
+    return image
+
+
+def psnr(reference, decoded) -> float:
+    """PSNR in dB over the RGB planes of two 8-bit images of the same size."""
+    a, b = as_rgb_array(reference), as_rgb_array(decoded)
+    if a.shape != b.shape:
+        raise ValueError(f"image sizes differ: {a.shape} vs {b.shape}")
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * math.log10(255**2 / mse) if mse > 0 else float("inf")
+
+
+def ms_ssim(reference, decoded) -> float:
+    """MS-SSIM on RGB (pytorch_msssim, data range 255), as CompressAI reports it.
+
+    Images smaller than 161 pixels on a side have too few scales; NaN then.
+    """
+    import torch
+    from pytorch_msssim import ms_ssim as _ms_ssim
+
+    a, b = as_rgb_array(reference), as_rgb_array(decoded)
+    if min(a.shape[:2]) < 161:
+        return float("nan")
+    to_tensor = lambda x: torch.from_numpy(x.copy()).permute(2, 0, 1)[None].double()  # noqa: E731
+    return float(_ms_ssim(to_tensor(a), to_tensor(b), data_range=255))

@@ -1,0 +1,78 @@
+"""Shared fixtures: a deterministic tiny model, its codec, and small test images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import codec
+import models
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+KODAK = SHARED / "datasets" / "kodak"
+TRAIN_00 = SHARED / "datasets" / "train" / "00"
+ANCHORS = SHARED / "anchors" / "kodak"
+
+
+def make_tiny_model(seed: int = 0) -> models.HierarchicalVAE:
+    """An untrained tiny model whose posterior means are amplified.
+
+    Untrained, mu_q stays within +-0.5 of mu_p and every symbol would be 0; scaled
+    up, the symbols span wide alphabets (escapes included), which is what round
+    trips need to exercise.
+    """
+    torch.manual_seed(seed)
+    model = models.build_model("tiny")
+    with torch.no_grad():
+        for level in model.latent_blocks:
+            for block in level:
+                block.posterior_head.weight.mul_(40)
+    return model.eval()
+
+
+def natural_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Smooth random colour fields plus fine noise: (H, W, 3) uint8."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(height, width, 1)
+    planes = [
+        np.sin(6 * x * rng.uniform(0.5, 2) + rng.uniform(0, 6))
+        + np.cos(5 * y * rng.uniform(0.5, 2) + rng.uniform(0, 6))
+        for _ in range(3)
+    ]
+    image = 127 + 50 * np.stack(planes, axis=-1) + rng.normal(0, 8, (height, width, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> models.HierarchicalVAE:
+    return make_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_codec(tiny_model) -> codec.Codec:
+    return codec.Codec(tiny_model, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_model) -> Path:
+    """The tiny model frozen for coding (fp16 weights + entropy tables) in a file."""
+    folder = tmp_path_factory.mktemp("tiny")
+    models.save_checkpoint(
+        folder / "raw.pt", models.checkpoint_dict(tiny_model, step=0)
+    )
+    codec.export_model(folder / "raw.pt", folder / "tiny.pt")
+    return folder / "tiny.pt"
+
+
+@pytest.fixture
+def image_file(tmp_path) -> Path:
+    """A 96x80 RGB PNG."""
+    from PIL import Image
+
+    path = tmp_path / "image.png"
+    Image.fromarray(natural_image(80, 96)).save(path)
+    return path

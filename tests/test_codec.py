@@ -1,0 +1,239 @@
+"""codec/: the public API on real image files, every mode and size, bit-exactly."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageCms
+
+import codec
+import models
+from codec.container import read_header
+
+from .conftest import REPO, make_tiny_model, natural_image
+
+GOLDEN = REPO / "tests" / "golden" / "tiny_seed0.hvae"
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image)
+
+
+def test_decoding_reproduces_the_encoder_side_reconstruction_bit_exactly(
+    tiny_codec, image_file
+):
+    report = tiny_codec.encode_report(image_file, quality=60, reconstruct=True)
+    decoded = tiny_codec.decode(report.data)
+    assert decoded.size == (96, 80) and decoded.mode == "RGB"
+    assert np.array_equal(pixels(decoded), pixels(report.reconstruction))
+
+
+def test_round_trip_through_the_module_level_functions(tiny_checkpoint, image_file):
+    data = codec.encode(image_file, quality=30, model=tiny_checkpoint)
+    image = codec.decode(data, model=tiny_checkpoint)
+    assert image.size == (96, 80)
+    header = codec.read_header(data)
+    assert header.model_name == "tiny" and header.total_bytes == len(data)
+
+
+def test_paths_bytes_pil_images_and_arrays_encode_identically(tiny_codec, image_file):
+    array = np.asarray(Image.open(image_file))
+    inputs = [
+        image_file,
+        str(image_file),
+        image_file.read_bytes(),
+        Image.open(image_file),
+        array,
+    ]
+    encoded = {tiny_codec.encode(i, quality=50) for i in inputs}
+    assert len(encoded) == 1
+
+
+def test_decoding_in_a_fresh_process_with_one_thread_gives_identical_pixels(
+    tmp_path, tiny_checkpoint, image_file
+):
+    torch.set_num_threads(2)
+    here = codec.Codec(tiny_checkpoint, "cpu")
+    data = here.encode(image_file, quality=70)
+    (tmp_path / "image.hvae").write_bytes(data)
+    script = (
+        "import sys, torch, codec; torch.set_num_threads(1);"
+        "codec.Codec(sys.argv[1], 'cpu').decode(open(sys.argv[2], 'rb').read())"
+        ".save(sys.argv[3])"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(tiny_checkpoint),
+            str(tmp_path / "image.hvae"),
+            str(tmp_path / "there.png"),
+        ],
+        check=True,
+        env=env,
+        timeout=120,
+    )
+    assert np.array_equal(
+        pixels(Image.open(tmp_path / "there.png")), pixels(here.decode(data))
+    )
+
+
+def test_one_codec_decodes_identically_from_several_threads(tiny_codec, image_file):
+    data = tiny_codec.encode(image_file, quality=40)
+    reference = pixels(tiny_codec.decode(data))
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: pixels(tiny_codec.decode(data)), range(8)))
+    assert all(np.array_equal(r, reference) for r in results)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (63, 65), (1000, 17), (17, 1000)])
+def test_odd_sizes_round_trip(tiny_codec, size):
+    width, height = size
+    report = tiny_codec.encode_report(natural_image(height, width), reconstruct=True)
+    decoded = tiny_codec.decode(report.data)
+    assert decoded.size == (width, height)
+    assert np.array_equal(pixels(decoded), pixels(report.reconstruction))
+
+
+def test_grayscale_comes_back_as_grayscale(tiny_codec):
+    gray = natural_image(40, 50)[..., 0]
+    decoded = tiny_codec.decode(tiny_codec.encode(Image.fromarray(gray, "L")))
+    assert decoded.mode == "L" and decoded.size == (50, 40)
+
+
+def test_alpha_plane_is_stored_losslessly(tiny_codec):
+    rgba = np.dstack([natural_image(40, 50), natural_image(40, 50, seed=1)[..., 0]])
+    decoded = tiny_codec.decode(tiny_codec.encode(Image.fromarray(rgba, "RGBA")))
+    assert decoded.mode == "RGBA"
+    assert np.array_equal(pixels(decoded)[..., 3], rgba[..., 3])
+    gray_alpha = Image.fromarray(rgba[..., :2].copy(), "LA")
+    decoded = tiny_codec.decode(tiny_codec.encode(gray_alpha))
+    assert decoded.mode == "LA"
+    assert np.array_equal(pixels(decoded)[..., 1], rgba[..., 1])
+
+
+def test_sixteen_bit_images_are_reduced_to_eight_bits_with_a_note(tiny_codec, tmp_path):
+    deep = natural_image(30, 40)[..., 0].astype(np.uint16) * 257
+    path = tmp_path / "deep.png"
+    Image.fromarray(deep).save(path)  # a 16-bit grayscale PNG
+    report = tiny_codec.encode_report(path)
+    assert any("8 bits" in note for note in report.notes)
+    decoded = tiny_codec.decode(report.data)
+    assert decoded.mode == "L" and decoded.size == (40, 30)
+    with pytest.warns(codec.ConversionWarning):
+        tiny_codec.encode(deep)
+
+
+def test_palette_images_are_converted_with_a_note(tiny_codec):
+    palette = Image.fromarray(natural_image(30, 40)).convert("P")
+    report = tiny_codec.encode_report(palette)
+    assert report.notes == ["palette image converted to RGB"]
+    assert tiny_codec.decode(report.data).mode == "RGB"
+
+
+def test_exif_orientation_is_applied(tiny_codec, tmp_path):
+    image = Image.fromarray(natural_image(30, 50))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif)
+    assert tiny_codec.decode(tiny_codec.encode(path)).size == (30, 50)
+
+
+def test_icc_profile_is_kept(tiny_codec):
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    image = Image.fromarray(natural_image(20, 20))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", icc_profile=profile)
+    decoded = tiny_codec.decode(tiny_codec.encode(buffer.getvalue()))
+    assert decoded.info["icc_profile"] == profile
+
+
+def test_progressive_decoding_of_a_truncated_file(tiny_codec, image_file):
+    data = tiny_codec.encode(image_file)
+    header = read_header(data)
+    full = pixels(tiny_codec.decode(data))
+    for k in (1, 2):
+        cut = data[: header.header_bytes + sum(r.num_bytes for r in header.layers[:k])]
+        coarse = tiny_codec.decode(cut, layers=k)
+        assert coarse.size == (96, 80)
+        assert not np.array_equal(pixels(coarse), full)
+    assert np.array_equal(pixels(tiny_codec.decode(data, layers=3)), full)
+    with pytest.raises(codec.CorruptStreamError):
+        tiny_codec.decode(data[:-1])
+
+
+def test_tiled_images_round_trip_bit_exactly(tiny_model):
+    tiled = codec.Codec(tiny_model, "cpu", tile_size=32)
+    report = tiled.encode_report(natural_image(70, 100), reconstruct=True)
+    header = read_header(report.data)
+    assert header.tile_size == 32 and header.num_tiles == 3 * 4
+    assert np.array_equal(
+        pixels(tiled.decode(report.data)), pixels(report.reconstruction)
+    )
+
+
+def test_a_file_from_another_model_is_rejected(tiny_codec, image_file):
+    other = codec.Codec(make_tiny_model(seed=1), "cpu")
+    with pytest.raises(codec.CorruptStreamError, match="written by model"):
+        other.decode(tiny_codec.encode(image_file))
+
+
+def test_rate_settings_are_checked(tiny_codec, image_file):
+    with pytest.raises(ValueError, match="not both"):
+        tiny_codec.encode(image_file, quality=50, lmbda=0.01)
+    with pytest.raises(ValueError, match="trained range"):
+        tiny_codec.encode(image_file, lmbda=5.0)
+    with pytest.raises(ValueError, match="3 values"):
+        tiny_codec.encode(image_file, layer_weights=[1, 1])
+    with pytest.raises(ValueError, match=r"\[0.25, 4\]"):
+        tiny_codec.encode(image_file, layer_weights=[1, 1, 10])
+
+
+def test_rate_settings_are_recorded_in_the_header(tiny_codec, image_file):
+    header = read_header(
+        tiny_codec.encode(image_file, lmbda=0.02, layer_weights=[1, 2, 0.5])
+    )
+    assert header.lmbda == pytest.approx(0.02) and header.betas == (1.0, 2.0, 0.5)
+
+
+def test_unreadable_inputs_raise_image_read_errors(tiny_codec, tmp_path):
+    (tmp_path / "text.png").write_text("not an image")
+    truncated = tmp_path / "truncated.jpg"
+    Image.fromarray(natural_image(64, 64)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    for bad in (tmp_path / "missing.png", tmp_path / "text.png", truncated, tmp_path):
+        with pytest.raises(codec.ImageReadError):
+            tiny_codec.encode(bad)
+
+
+def test_pixel_limit_is_checked_before_decoding(tiny_model, tmp_path):
+    limited = codec.Codec(tiny_model, "cpu", max_pixels=1000)
+    with pytest.raises(codec.ImageReadError, match="exceeds the limit"):
+        limited.encode(natural_image(40, 40))
+
+
+def test_exported_model_stores_fp16_weights_and_integer_tables(
+    tiny_checkpoint, tiny_model
+):
+    checkpoint = models.read_checkpoint(tiny_checkpoint)
+    assert all(v.dtype == torch.float16 for v in checkpoint["state_dict"].values())
+    assert checkpoint["entropy_tables"]["pmfs"].dtype == torch.int64
+    assert (
+        codec.Codec(tiny_checkpoint).fingerprint != codec.Codec(tiny_model).fingerprint
+    )
+
+
+def test_golden_file_for_a_fixed_seed(tiny_codec):
+    """Seeded model and image -> pinned bytes (regenerate only on a format change)."""
+    data = tiny_codec.encode(natural_image(48, 64, seed=5), quality=50)
+    assert data == GOLDEN.read_bytes()

@@ -1,0 +1,257 @@
+"""models/: forward pass, per-layer rates, loss, configs, checkpoints, training."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import models
+from models.train import TrainOptions, sample_rate_settings, train
+
+from .conftest import REPO, TRAIN_00, make_tiny_model
+
+
+def rate_inputs(model, batch=2, lmbda=0.01):
+    return torch.full((batch,), lmbda), torch.ones(batch, model.num_layers)
+
+
+def test_forward_returns_reconstruction_and_one_likelihood_per_layer(tiny_model):
+    x = torch.rand(2, 3, 32, 48)
+    out = tiny_model(x, *rate_inputs(tiny_model))
+    assert out["x_hat"].shape == x.shape
+    assert list(out["likelihoods"]) == ["layer0", "layer1", "layer2"]
+    strides = tiny_model.config.layer_strides()
+    for (name, p), stride, channels in zip(
+        out["likelihoods"].items(),
+        strides,
+        tiny_model.config.layer_channels(),
+        strict=True,
+    ):
+        assert p.shape == (2, channels, 32 // stride, 48 // stride), name
+
+
+def test_rates_are_positive_and_finite_in_training_and_eval_mode():
+    model = make_tiny_model()
+    x = torch.rand(2, 3, 32, 32)
+    for training in (True, False):
+        model.train(training)
+        result = models.RateDistortionLoss()(
+            model(x, *rate_inputs(model)), x, *rate_inputs(model)
+        )
+        assert torch.isfinite(result["loss"])
+        assert (result["per_layer_bpp"] > 0).all()
+        assert torch.isfinite(result["per_layer_bpp"]).all()
+
+
+def test_per_layer_bits_sum_to_the_total(tiny_model):
+    x = torch.rand(2, 3, 32, 32)
+    out = tiny_model(x, *rate_inputs(tiny_model))
+    result = models.RateDistortionLoss()(out, x, *rate_inputs(tiny_model))
+    total_bits = sum(-torch.log2(p).sum() for p in out["likelihoods"].values())
+    assert torch.allclose(result["per_layer_bpp"].sum(), result["bpp"])
+    assert torch.allclose(result["bpp"], total_bits / (2 * 32 * 32))
+
+
+def test_loss_weights_each_layer_by_its_beta(tiny_model):
+    x = torch.rand(1, 3, 32, 32)
+    lmbda = torch.tensor([0.01])
+    out = tiny_model(x, lmbda, torch.ones(1, 3))
+    criterion = models.RateDistortionLoss()
+    plain = criterion(out, x, lmbda, torch.ones(1, 3))
+    weighted = criterion(out, x, lmbda, torch.tensor([[1.0, 1.0, 3.0]]))
+    extra = 2 * plain["per_layer_bpp"][2]
+    assert torch.allclose(weighted["loss"], plain["loss"] + extra)
+
+
+def test_gradients_reach_every_parameter():
+    """Every weight learns once the zero-initialised residual branches have opened.
+
+    Residual blocks start as the identity (last convolution and modulation at
+    zero); each update opens one more stage, so the third backward pass reaches
+    everything, the rate embedding included.
+    """
+    model = make_tiny_model().train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand(2, 3, 32, 32)
+    for _ in range(3):
+        optimizer.zero_grad()
+        out = model(x, torch.tensor([0.005, 0.05]), torch.rand(2, 3) + 0.5)
+        models.RateDistortionLoss()(
+            out, x, torch.tensor([0.005, 0.05]), torch.ones(2, 3)
+        )["loss"].backward()
+        optimizer.step()
+    silent = [
+        n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()
+    ]
+    assert silent == []
+
+
+def test_compress_and_decompress_reproduce_the_rounded_forward_pass(tiny_model):
+    x = torch.rand(1, 3, 48, 32)
+    lmbda, betas = rate_inputs(tiny_model, batch=1)
+    reference = tiny_model(x, lmbda, betas)["x_hat"]
+    coded = tiny_model.compress(x, lmbda, betas, reconstruct=True)
+    symbols = iter(coded["symbols"])
+    decoded = tiny_model.decompress(
+        (3, 2), lmbda, betas, lambda layer, scale: next(symbols)
+    )
+    assert torch.equal(coded["x_hat"], reference)
+    assert torch.equal(decoded["x_hat"], reference)
+
+
+def test_decompress_without_symbols_uses_prior_means(tiny_model):
+    lmbda, betas = rate_inputs(tiny_model, batch=1)
+    out = tiny_model.decompress((2, 2), lmbda, betas, lambda layer, scale: None)
+    assert out["x_hat"].shape == (1, 3, 32, 32)
+
+
+def test_model_rejects_sizes_that_are_not_multiples_of_the_top_stride(tiny_model):
+    with pytest.raises(ValueError, match="multiple of 16"):
+        tiny_model(torch.rand(1, 3, 30, 32), *rate_inputs(tiny_model, batch=1))
+
+
+def test_build_model_lists_valid_presets_for_an_unknown_name():
+    with pytest.raises(ValueError, match="base, tiny"):
+        models.build_model("huge")
+
+
+def test_base_preset_meets_the_architecture_brief():
+    config = models.get_config("base")
+    assert config.num_latent_layers >= 3
+    assert len(set(config.layer_strides())) >= 3
+    parameters = sum(p.numel() for p in models.build_model("base").parameters())
+    assert parameters <= 20_000_000
+
+
+def test_config_survives_a_dict_round_trip():
+    config = models.get_config("base")
+    assert (
+        models.HVAEConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    )
+    with pytest.raises(ValueError, match="unknown config fields"):
+        models.HVAEConfig.from_dict({**config.to_dict(), "depth": 3})
+
+
+def test_quality_maps_monotonically_onto_the_lambda_range():
+    config = models.get_config("base")
+    lambdas = [config.lmbda_for_quality(q) for q in range(0, 101, 10)]
+    assert lambdas == sorted(lambdas)
+    assert lambdas[0] == pytest.approx(config.lmbda_min)
+    assert lambdas[-1] == pytest.approx(config.lmbda_max)
+    with pytest.raises(ValueError):
+        config.lmbda_for_quality(101)
+
+
+def test_checkpoint_round_trip_rebuilds_an_identical_model(tmp_path, tiny_model):
+    path = tmp_path / "model.pt"
+    models.save_checkpoint(path, models.checkpoint_dict(tiny_model, step=7))
+    loaded, checkpoint = models.load_checkpoint(path)
+    assert checkpoint["step"] == 7 and checkpoint["format"] == 1
+    assert checkpoint["rate_range"]["lmbda"] == [0.0009, 0.16]
+    assert loaded.config == tiny_model.config
+    for (name, a), (_, b) in zip(
+        tiny_model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    x = torch.rand(1, 3, 32, 32)
+    lmbda, betas = rate_inputs(tiny_model, batch=1)
+    assert torch.equal(
+        loaded(x, lmbda, betas)["x_hat"], tiny_model(x, lmbda, betas)["x_hat"]
+    )
+
+
+def test_checkpoint_loading_rejects_other_files(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(ValueError, match="not an hvae-compress checkpoint"):
+        models.load_checkpoint(path)
+
+
+def test_rate_settings_are_sampled_over_the_configured_ranges(tiny_model):
+    options = TrainOptions(data=[], out="", random_beta_share=0.5)
+    lmbda, betas = sample_rate_settings(4096, tiny_model, options, "cpu")
+    config = tiny_model.config
+    assert lmbda.min() >= config.lmbda_min and lmbda.max() <= config.lmbda_max
+    assert ((betas >= config.beta_min) & (betas <= config.beta_max)).all()
+    share_random = (betas != 1).any(dim=1).float().mean()
+    assert 0.3 < share_random < 0.5  # half chosen, each with random layers
+
+
+def tiny_training(out, steps, **overrides):
+    options = dict(
+        data=[str(TRAIN_00)],
+        out=str(out),
+        model="tiny",
+        steps=steps,
+        batch_size=4,
+        crop=32,
+        lr=1e-3,
+        warmup_steps=5,
+        checkpoint_every=5,
+        log_every=5,
+        quiet=True,
+        precision="fp32",
+        ema_decay=0.9,
+    )
+    return train(TrainOptions(**{**options, **overrides}))
+
+
+def test_training_writes_checkpoints_and_resumes_from_them(tmp_path):
+    summary = tiny_training(tmp_path, steps=10)
+    assert summary["step"] == 10 and summary["skipped_steps"] == 0
+    first = models.read_checkpoint(tmp_path / "checkpoint.pt")
+    assert first["step"] == 10 and "ema_state_dict" in first and "optimizer" in first
+    summary = tiny_training(tmp_path, steps=15, resume=str(tmp_path / "checkpoint.pt"))
+    assert models.read_checkpoint(tmp_path / "checkpoint.pt")["step"] == 15
+    log = [
+        json.loads(line)
+        for line in (tmp_path / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in log if "loss" in r] == [5, 10, 15]
+
+
+@pytest.mark.slow
+def test_distributed_training_with_two_gloo_processes(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "cli",
+        "train",
+        str(TRAIN_00),
+        "--out",
+        str(tmp_path),
+        "--model",
+        "tiny",
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--crop",
+        "32",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--checkpoint-every",
+        "2",
+        "--quiet",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert models.read_checkpoint(tmp_path / "checkpoint.pt")["step"] == 4
+    start = json.loads((tmp_path / "train_log.jsonl").read_text().splitlines()[0])
+    assert start["world_size"] == 2
