@@ -1,4 +1,4 @@
-"""``hvae-compress eval``: measured RD curves, BD-rates, per-layer and progressive views."""
+"""``hvae-compress eval``: measured RD curves, BD-rates, per-layer and progressive."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ def add_eval_parser(sub, common: argparse.ArgumentParser) -> None:
         "eval",
         parents=[common],
         help="measure rate-distortion curves against baselines",
-        description="Encode every image to a real .hvae file and decode it back at each "
-        "setting; report bpp (file bits / pixels), PSNR and MS-SSIM on RGB, timings, the "
-        "bits of every latent layer, BD-rates against classical codecs measured in the "
-        "same run and against published curves.",
+        description="Encode every image to a real .hvae file and decode it back at "
+        "each setting; report bpp (file bits / pixels), PSNR and MS-SSIM on RGB, "
+        "timings, the bits of every latent layer, BD-rates against classical codecs "
+        "measured in the same run and against published curves.",
     )
     add = parser.add_argument
     add("inputs", nargs="+", metavar="DIR_OR_FILE", help="images, or folders of images")
@@ -45,8 +45,8 @@ def add_eval_parser(sub, common: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         metavar="W_top,...",
-        help="one or more per-layer weight settings (top layer first); several settings "
-        "map the rate space: bits in coarse vs fine layers",
+        help="one or more per-layer weight settings (top layer first); several "
+        "settings map the rate space: bits in coarse vs fine layers",
     )
     add(
         "--baselines",
@@ -65,8 +65,8 @@ def add_eval_parser(sub, common: argparse.ArgumentParser) -> None:
         "--out",
         metavar="JSON",
         default=None,
-        help="results in CompressAI's format; baselines go to <stem>-<codec>.json and the "
-        "BD-rate table to <stem>-bd-rate.json beside it",
+        help="results in CompressAI's format; baselines go to <stem>-<codec>.json and "
+        "the BD-rate table to <stem>-bd-rate.json beside it",
     )
     add("--csv", metavar="CSV", default=None, help="one row per image and setting")
     add(
@@ -157,7 +157,8 @@ def run_eval(args) -> int:
 
 
 def _describe(model_codec) -> str:
-    return f"hvae-compress model '{model_codec.name}' ({model_codec.fingerprint.hex()}), measured files"
+    identity = f"'{model_codec.name}' ({model_codec.fingerprint.hex()})"
+    return f"hvae-compress model {identity}, measured on real files"
 
 
 def _write_outputs(args, records, summaries, bd_rates, anchors, ours: str) -> None:
@@ -278,11 +279,13 @@ def _print_report(records, summaries, bd_rates, ours: str) -> None:
         results = summary["results"]
         print(f"\n{name}: {summary['description']}")
         print(
-            f"  {'setting':<24} {'bpp':>7} {'PSNR':>7} {'MS-SSIM':>8} {'enc s':>7} {'dec s':>7}"
+            f"  {'setting':<24} {'bpp':>7} {'PSNR':>7} {'MS-SSIM':>8} {'enc s':>7} "
+            f"{'dec s':>7}"
         )
         for i, setting in enumerate(summary["settings"]):
             print(
-                f"  {setting:<24} {results['bpp'][i]:7.4f} {results['psnr-rgb'][i]:7.3f} "
+                f"  {setting:<24} {results['bpp'][i]:7.4f} "
+                f"{results['psnr-rgb'][i]:7.3f} "
                 f"{results['ms-ssim-rgb'][i]:8.5f} {results['encoding_time'][i]:7.3f} "
                 f"{results['decoding_time'][i]:7.3f}"
             )

@@ -45,8 +45,8 @@ def _output_options(parser: argparse.ArgumentParser, suffix: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Learned lossy image codec: a hierarchical VAE whose latent layers are "
-        "coded as separate bitstreams, each with its own rate penalty.",
+        description="Learned lossy image codec: a hierarchical VAE whose latent layers "
+        "are coded as separate bitstreams, each with its own rate penalty.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = common_options()
@@ -76,15 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_float,
         default=None,
         metavar="L",
-        help="rate-distortion trade-off lambda instead of a quality (loss = lambda*255^2*MSE + bpp)",
+        help="rate-distortion trade-off lambda instead of a quality (loss = "
+        "lambda*255^2*MSE + bpp)",
     )
     encode.add_argument(
         "--layer-weights",
         type=float_list,
         default=None,
         metavar="W_top,...,W_bottom",
-        help="per-layer rate weights beta_l, one per latent layer, top first (default: all 1); "
-        "a larger weight moves bits out of that layer",
+        help="per-layer rate weights beta_l, one per latent layer, top first (default: "
+        "all 1); a larger weight moves bits out of that layer",
     )
     encode.add_argument(
         "--tile-size",
@@ -101,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         "decode",
         parents=[common],
         help="decompress .hvae files to images",
-        description="Decompress .hvae files to PNG (or the format the output name implies).",
+        description="Decompress .hvae files to PNG (or the format the output name "
+        "implies).",
     )
     decode.add_argument(
         "inputs", nargs="+", metavar="IN", help=".hvae files; '-' reads stdin"
@@ -112,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=None,
         metavar="K",
-        help="decode only the top K latent layers (progressive decoding; the file may be "
-        "cut off after them)",
+        help="decode only the top K latent layers (progressive decoding; the file may "
+        "be cut off after them)",
     )
     add_model_options(decode)
     decode.set_defaults(run=run_decode)
@@ -122,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         "info",
         parents=[common],
         help="show the header of a .hvae file",
-        description="Show the container header: image size, model, rate settings and the "
-        "bytes of every latent layer.",
+        description="Show the container header: image size, model, rate settings and "
+        "the bytes of every latent layer.",
     )
     info.add_argument("input", metavar="IN", help=".hvae file; '-' reads stdin")
     info.add_argument(
@@ -135,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         parents=[common],
         help="encode and decode the bundled sample image",
-        description="Encode and decode the sample image shipped with the package, then print "
-        "the file size, bits per pixel and PSNR.",
+        description="Encode and decode the sample image shipped with the package, then "
+        "print the file size, bits per pixel and PSNR.",
     )
     demo.add_argument(
         "-q",
@@ -210,7 +212,8 @@ def _encode_line(source, target, report, seconds: float) -> str:
     bpp = 8 * len(report.data) / (header.width * header.height)
     notes = "".join(f" [{note}]" for note in report.notes)
     return (
-        f"{paths.label(source)} -> {paths.label(target)}: {header.width}x{header.height}, "
+        f"{paths.label(source)} -> {paths.label(target)}: "
+        f"{header.width}x{header.height}, "
         f"{len(report.data):,} bytes, {bpp:.4f} bpp, {seconds:.2f} s{notes}"
     )
 
@@ -235,7 +238,8 @@ def run_decode(args) -> int:
             )
             _say(
                 args,
-                f"{paths.label(source)} -> {paths.label(target)}: {image.width}x{image.height} "
+                f"{paths.label(source)} -> {paths.label(target)}: "
+                f"{image.width}x{image.height} "
                 f"{image.mode}, {layers}, {time.perf_counter() - start:.2f} s",
                 target,
             )
@@ -274,8 +278,8 @@ def _format_info(summary: dict) -> str:
     for i, layer in enumerate(summary["layers"]):
         shape = "x".join(map(str, layer["shape"]))
         lines.append(
-            f"  {i}: stride {layer['stride']:>2}  {shape:>11}  {layer['bytes']:>10,} bytes  "
-            f"{layer['bpp']:.4f} bpp  {100 * layer['share']:5.1f} %"
+            f"  {i}: stride {layer['stride']:>2}  {shape:>11}  {layer['bytes']:>10,} "
+            f"bytes  {layer['bpp']:.4f} bpp  {100 * layer['share']:5.1f} %"
         )
     return "\n".join(lines)
 
@@ -353,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except paths.UsageError as error:
-        parser.exit(2, f"{PROG}: error: {error}\n")
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -23,6 +23,9 @@ def plan(inputs: list[str], output: str | None, suffix: str) -> list[tuple[str, 
     with ``suffix``. Several inputs: ``output`` is a folder (created if needed).
     An input is never an output.
     """
+    for source in inputs:
+        if source != STDIO and Path(source).is_dir():
+            raise UsageError(f"{source} is a directory, not a file")
     if len(inputs) > 1 and STDIO in inputs:
         raise UsageError("'-' (stdin) must be the only input")
     if len(inputs) > 1 and output == STDIO:

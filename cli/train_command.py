@@ -13,10 +13,11 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
         "train",
         parents=[common],
         help="train a model on folders of images",
-        description="Train (or resume, or fine-tune) a model on folders of natural images: "
-        "random crops after a random downscale, lambda and per-layer betas sampled per "
-        "image. Runs on a CPU or a GPU; for several GPUs or machines launch it with "
-        "'torchrun --nproc_per_node N -m cli train ...'. Writes OUT/checkpoint.pt "
+        description="Train (or resume, or fine-tune) a model on folders of natural "
+        "images: random crops after a random downscale, lambda and per-layer betas "
+        "sampled per image. Runs on a CPU or a GPU; for several GPUs or machines "
+        "launch it with 'torchrun --nproc_per_node N -m cli train ...'. Writes "
+        "OUT/checkpoint.pt "
         "(resumable) and OUT/train_log.jsonl.",
     )
     add = parser.add_argument
@@ -63,7 +64,8 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
         "--decay-steps",
         type=int,
         default=0,
-        help="decay the learning rate linearly to 10%% over the last N steps (default: 0)",
+        help="decay the learning rate linearly to 10%% over the last N steps (default: "
+        "0)",
     )
     add(
         "--grad-clip",
@@ -90,7 +92,8 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
         type=float_list,
         default=None,
         metavar="W_top,...,W_bottom",
-        help="train with these fixed per-layer betas (default: mostly 1, a share random)",
+        help="train with these fixed per-layer betas (default: mostly 1, a share "
+        "random)",
     )
     add(
         "--random-beta-share",
@@ -163,8 +166,8 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
         "--export",
         metavar="PATH",
         default=None,
-        help="at the end, also write a coding model (fp16 EMA weights + entropy tables) "
-        "to PATH, ready for --model",
+        help="at the end, also write a coding model (fp16 EMA weights + entropy "
+        "tables) to PATH, ready for --model",
     )
     parser.set_defaults(run=run_train)
 

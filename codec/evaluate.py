@@ -160,7 +160,7 @@ def evaluate_model(
 
 @dataclass(frozen=True)
 class ClassicalCodec:
-    """A Pillow format with its quality sweep; ``options`` maps a level to save() kwargs."""
+    """A Pillow format and its quality sweep; ``options``: level -> save() kwargs."""
 
     name: str
     format: str

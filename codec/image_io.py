@@ -65,7 +65,8 @@ def load_image(image, max_pixels: int = DEFAULT_MAX_PIXELS) -> SourceImage:
     if isinstance(image, (bytes, bytearray)):
         return _open(io.BytesIO(image), "input", max_pixels)
     raise TypeError(
-        f"image must be a path, bytes, PIL image or numpy array, not {type(image).__name__}"
+        f"image must be a path, bytes, PIL image or numpy array, not "
+        f"{type(image).__name__}"
     )
 
 
@@ -76,8 +77,7 @@ def _check_size(size: tuple[int, int], max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageReadError(
             f"image of {width}x{height} pixels exceeds the limit of {max_pixels} "
-            "pixels "
-            "(raise it with --max-pixels if the file is trusted)"
+            "pixels (raise it with --max-pixels if the file is trusted)"
         )
 
 

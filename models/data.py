@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import numpy as np
@@ -59,18 +58,17 @@ class RandomCrops(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         image = self.images[index]
-        rng = random.Random()
+        # torch's generator: seeded by the training loop (and per data-loader worker).
+        u_scale, u_left, u_top, u_flip = torch.rand(4).tolist()
         # The smallest scale that still leaves a full crop inside the image.
         fit = self.size / min(image.size)
-        scale = rng.uniform(max(self.min_scale, fit), max(1.0, fit))
+        low, high = max(self.min_scale, fit), max(1.0, fit)
+        scale = low + u_scale * (high - low)
         region = min(round(self.size / scale), *image.size)
-        left = rng.randint(0, image.width - region)
-        top = rng.randint(0, image.height - region)
-        crop = image.resize(
-            (self.size, self.size),
-            Image.Resampling.BICUBIC,
-            box=(left, top, left + region, top + region),
-        )
-        if rng.random() < 0.5:
+        left = int(u_left * (image.width - region + 1))
+        top = int(u_top * (image.height - region + 1))
+        box = (left, top, left + region, top + region)
+        crop = image.resize((self.size, self.size), Image.Resampling.BICUBIC, box=box)
+        if u_flip < 0.5:
             crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return to_tensor(crop)

@@ -7,13 +7,15 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 import models
+from cli import main as cli_main
 from models.train import TrainOptions, sample_rate_settings, train
 
-from .conftest import REPO, TRAIN_00, make_tiny_model
+from .conftest import REPO, TRAIN_00, make_tiny_model, natural_image
 
 
 def rate_inputs(model, batch=2, lmbda=0.01):
@@ -255,3 +257,83 @@ def test_distributed_training_with_two_gloo_processes(tmp_path):
     assert models.read_checkpoint(tmp_path / "checkpoint.pt")["step"] == 4
     start = json.loads((tmp_path / "train_log.jsonl").read_text().splitlines()[0])
     assert start["world_size"] == 2
+
+
+def bottom_layer_share(checkpoint, betas, images) -> float:
+    """Share of the file bytes in the bottom latent layer, at the trained betas."""
+    import codec
+
+    coder = codec.Codec(checkpoint, "cpu")
+    layer_bytes = np.zeros(3)
+    for image in images:
+        header = codec.read_header(coder.encode(image, lmbda=0.02, layer_weights=betas))
+        layer_bytes += [r.num_bytes for r in header.layers]
+    return layer_bytes[-1] / layer_bytes.sum()
+
+
+@pytest.mark.slow
+def test_a_larger_bottom_layer_beta_moves_bits_out_of_that_layer(tmp_path):
+    """The paper's effect, with the real training command, from one shared start."""
+    common = [
+        "--model",
+        "tiny",
+        "--crop",
+        "64",
+        "--batch-size",
+        "8",
+        "--lr",
+        "2e-3",
+        "--lambda",
+        "0.02",
+        "--ema-decay",
+        "0.9",
+        "--precision",
+        "fp32",
+        "--checkpoint-every",
+        "100",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
+    assert (
+        cli_main(
+            [
+                "train",
+                str(TRAIN_00),
+                "--out",
+                str(tmp_path / "start"),
+                "--steps",
+                "300",
+                *common,
+            ]
+        )
+        == 0
+    )
+    start = str(tmp_path / "start" / "checkpoint.pt")
+    shares = {}
+    for name, betas in (("equal", "1,1,1"), ("bottom4", "1,1,4")):
+        assert (
+            cli_main(
+                [
+                    "train",
+                    str(TRAIN_00),
+                    "--out",
+                    str(tmp_path / name),
+                    "--init",
+                    start,
+                    "--steps",
+                    "600",
+                    "--layer-weights",
+                    betas,
+                    *common,
+                ]
+            )
+            == 0
+        )
+        weights = [float(b) for b in betas.split(",")]
+        images = [natural_image(128, 128, seed=s) for s in range(4)]
+        shares[name] = bottom_layer_share(
+            tmp_path / name / "checkpoint.pt", weights, images
+        )
+    print(f"bottom-layer share of the bits: {shares}")
+    assert shares["bottom4"] < shares["equal"] - 0.03

@@ -1,0 +1,294 @@
+"""cli/: the hvae-compress command through main([...]) and as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli import build_parser, main
+
+from .conftest import REPO, natural_image
+
+
+def run_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def images(tmp_path):
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"photo{i}.png"
+        Image.fromarray(natural_image(48, 64, seed=i)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_encode_decode_and_info_round_trip(tmp_path, images, tiny_checkpoint, capsys):
+    model = str(tiny_checkpoint)
+    assert main(["encode", str(images[0]), "-q", "60", "--model", model]) == 0
+    encoded = images[0].with_suffix(".hvae")
+    assert "bpp" in capsys.readouterr().out
+    assert (
+        main(
+            ["decode", str(encoded), "-o", str(tmp_path / "out.png"), "--model", model]
+        )
+        == 0
+    )
+    assert Image.open(tmp_path / "out.png").size == (64, 48)
+    capsys.readouterr()
+    assert main(["info", str(encoded), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert {"width", "height", "model", "total_bytes", "bpp", "layers"} <= set(info)
+    assert info["total_bytes"] == encoded.stat().st_size
+    assert sum(layer["bytes"] for layer in info["layers"]) < info["total_bytes"]
+    assert info["bpp"] == pytest.approx(8 * encoded.stat().st_size / (64 * 48))
+    assert main(["info", str(encoded)]) == 0
+    assert "layers, top first" in capsys.readouterr().out
+
+
+def test_several_inputs_go_to_a_folder_with_a_progress_bar(
+    tmp_path, images, tiny_checkpoint
+):
+    out = tmp_path / "encoded"
+    assert (
+        main(
+            [
+                "encode",
+                *map(str, images),
+                "-o",
+                str(out),
+                "--model",
+                str(tiny_checkpoint),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "photo0.hvae",
+        "photo1.hvae",
+        "photo2.hvae",
+    ]
+    decoded = tmp_path / "decoded"
+    files = [str(p) for p in sorted(out.iterdir())]
+    assert (
+        main(
+            [
+                "decode",
+                *files,
+                "-o",
+                str(decoded),
+                "--model",
+                str(tiny_checkpoint),
+                "--layers",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert len(list(decoded.iterdir())) == 3
+
+
+def test_decode_writes_the_format_the_output_name_implies(
+    tmp_path, images, tiny_checkpoint
+):
+    model = str(tiny_checkpoint)
+    main(["encode", str(images[0]), "--model", model, "--quiet"])
+    for name, image_format in (("x.webp", "WEBP"), ("x.tif", "TIFF"), ("x.bmp", "BMP")):
+        main(
+            [
+                "decode",
+                str(images[0].with_suffix(".hvae")),
+                "-o",
+                str(tmp_path / name),
+                "--model",
+                model,
+                "--quiet",
+            ]
+        )
+        assert Image.open(tmp_path / name).format == image_format
+
+
+def test_existing_outputs_are_kept_without_force(
+    tmp_path, images, tiny_checkpoint, capsys
+):
+    target = tmp_path / "existing.hvae"
+    target.write_bytes(b"precious")
+    args = [
+        "encode",
+        str(images[0]),
+        "-o",
+        str(target),
+        "--model",
+        str(tiny_checkpoint),
+    ]
+    assert main(args) == 1
+    assert "exists" in capsys.readouterr().err
+    assert target.read_bytes() == b"precious"
+    assert main([*args, "--force", "--quiet"]) == 0
+    assert target.read_bytes()[:4] == b"HVAE"
+
+
+def test_an_input_is_never_overwritten(tmp_path, images, tiny_checkpoint, capsys):
+    before = images[0].read_bytes()
+    code = main(
+        [
+            "encode",
+            str(images[0]),
+            "-o",
+            str(images[0]),
+            "--force",
+            "--model",
+            str(tiny_checkpoint),
+        ]
+    )
+    assert code == 2 and "overwrite the input" in capsys.readouterr().err
+    assert images[0].read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["encode", "missing.png"], "no such file"),
+        (["encode", "notes.txt"], "not an image"),
+        (["decode", "corrupt.hvae"], "not an .hvae file"),
+        (["decode", "missing.hvae"], "No such file"),
+        (["info", "corrupt.hvae"], "not an .hvae file"),
+        (["encode", "."], "is a directory"),
+    ],
+)
+def test_failures_print_one_line_and_exit_non_zero(
+    tmp_path, monkeypatch, capsys, args, message, tiny_checkpoint
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "corrupt.hvae").write_bytes(b"garbage, not a container")
+    code = main([*args, "--model", str(tiny_checkpoint)] if args[0] != "info" else args)
+    err = capsys.readouterr().err
+    assert code in (1, 2)
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*.part"))
+
+
+def test_bad_arguments_exit_with_usage_errors(capsys):
+    for args in (
+        ["encode", "x.png", "-q", "150"],
+        ["encode", "x.png", "--layer-weights", "1,a"],
+        ["decode", "x.hvae", "--layers", "0"],
+        ["frobnicate"],
+        [],
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_every_option_of_every_subcommand_is_explained():
+    parser = build_parser()
+    subcommands = parser._subparsers._group_actions[0].choices
+    assert set(subcommands) >= {"encode", "decode", "info", "eval", "train"}
+    for name, sub in subcommands.items():
+        for action in sub._actions:
+            assert action.help, (
+                f"{name}: {action.option_strings or action.dest} has no help"
+            )
+
+
+def test_a_corrupt_file_gives_one_clear_line_as_a_subprocess(
+    tmp_path, images, tiny_checkpoint
+):
+    main(["encode", str(images[0]), "--model", str(tiny_checkpoint), "--quiet"])
+    data = bytearray(images[0].with_suffix(".hvae").read_bytes())
+    data[-5] ^= 0xFF
+    (tmp_path / "damaged.hvae").write_bytes(bytes(data))
+    result = run_cli(
+        "decode", str(tmp_path / "damaged.hvae"), "--model", str(tiny_checkpoint)
+    )
+    assert result.returncode == 1
+    assert result.stderr.decode().strip().endswith("checksum mismatch in the layer 2")
+    assert not (tmp_path / "damaged.png").exists()
+    debug = run_cli(
+        "decode",
+        str(tmp_path / "damaged.hvae"),
+        "--model",
+        str(tiny_checkpoint),
+        "--debug",
+    )
+    assert b"Traceback" in debug.stderr
+
+
+def test_stdin_to_stdout_pipeline_as_a_subprocess(images, tiny_checkpoint):
+    model = str(tiny_checkpoint)
+    encoded = run_cli("encode", "-", "--model", model, stdin=images[0].read_bytes())
+    assert encoded.returncode == 0, encoded.stderr
+    assert encoded.stdout[:4] == b"HVAE" and b"bpp" in encoded.stderr
+    decoded = run_cli(
+        "decode", "-", "-o", "-", "--model", model, "--quiet", stdin=encoded.stdout
+    )
+    assert decoded.returncode == 0, decoded.stderr
+    image = Image.open(__import__("io").BytesIO(decoded.stdout))
+    assert image.format == "PNG" and image.size == (64, 48)
+
+
+def test_help_works_through_the_console_script_and_python_m():
+    result = run_cli("--help")
+    assert result.returncode == 0 and b"encode" in result.stdout
+    for sub in ("encode", "decode", "info", "eval", "train", "demo"):
+        assert run_cli(sub, "--help").returncode == 0
+
+
+def test_a_file_from_an_unshipped_model_asks_for_model(
+    tmp_path, images, tiny_checkpoint, capsys
+):
+    main(["encode", str(images[0]), "--model", str(tiny_checkpoint), "--quiet"])
+    assert (
+        main(
+            [
+                "decode",
+                str(images[0].with_suffix(".hvae")),
+                "-o",
+                str(tmp_path / "o.png"),
+            ]
+        )
+        == 1
+    )
+    assert "pass its checkpoint with --model" in capsys.readouterr().err
+
+
+def test_decoded_pixels_match_the_library(tmp_path, images, tiny_checkpoint):
+    import codec
+
+    main(["encode", str(images[1]), "--model", str(tiny_checkpoint), "--quiet"])
+    main(
+        [
+            "decode",
+            str(images[1].with_suffix(".hvae")),
+            "-o",
+            str(tmp_path / "cli.png"),
+            "--model",
+            str(tiny_checkpoint),
+            "--quiet",
+        ]
+    )
+    library = codec.decode(
+        images[1].with_suffix(".hvae").read_bytes(), model=tiny_checkpoint
+    )
+    assert np.array_equal(
+        np.asarray(Image.open(tmp_path / "cli.png")), np.asarray(library)
+    )

@@ -1,0 +1,169 @@
+"""codec/evaluate and `hvae-compress eval`: measured curves, BD-rate, outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import codec
+from cli import main
+from codec import evaluate
+
+from .conftest import ANCHORS, natural_image
+
+RESULT_KEYS = {"bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"}
+
+
+@pytest.fixture(scope="module")
+def eval_run(tmp_path_factory, tiny_checkpoint):
+    """One eval of the tiny model and JPEG on three 192x160 images."""
+    folder = tmp_path_factory.mktemp("eval")
+    images = folder / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(natural_image(160, 192, seed=10 + i)).save(
+            images / f"img{i}.png"
+        )
+    out = folder / "results.json"
+    code = main(
+        [
+            "eval",
+            str(images),
+            "--model",
+            str(tiny_checkpoint),
+            "--qualities",
+            "10,40,70,95",
+            "--baselines",
+            "jpeg",
+            "--anchors",
+            str(ANCHORS),
+            "--out",
+            str(out),
+            "--csv",
+            str(folder / "images.csv"),
+            "--plot",
+            str(folder / "rd.png"),
+            "--progressive",
+            "--layer-weights",
+            "1,1,1",
+            "2,1,0.5",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    return folder
+
+
+def test_results_json_follows_compressai_format(eval_run):
+    for name in ("results.json", "results-jpeg.json"):
+        content = json.loads((eval_run / name).read_text())
+        assert {"name", "description", "results"} <= set(content)
+        assert RESULT_KEYS <= set(content["results"])
+        lengths = {len(v) for v in content["results"].values()}
+        assert len(lengths) == 1
+    ours = json.loads((eval_run / "results.json").read_text())
+    assert len(ours["results"]["bpp"]) == 4 * 2  # qualities x layer-weight settings
+    assert "estimated_bpp" in ours["results"]
+
+
+def test_bpp_is_file_bits_over_pixels(eval_run, tiny_checkpoint):
+    rows = list(csv.DictReader((eval_run / "images.csv").open()))
+    for row in rows:
+        pixels = int(row["width"]) * int(row["height"])
+        assert float(row["bpp"]) == pytest.approx(8 * int(row["bytes"]) / pixels)
+    row = next(
+        r
+        for r in rows
+        if r["codec"] == "tiny"
+        and r["setting"] == "q=40 w=1,1,1"
+        and r["image"] == "img1.png"
+        and not r.get("progressive")
+    )
+    data = codec.encode(
+        eval_run / "images" / "img1.png", quality=40, model=tiny_checkpoint
+    )
+    assert int(row["bytes"]) == len(data)
+
+
+def test_psnr_matches_an_independent_computation(eval_run, tiny_checkpoint):
+    path = eval_run / "images" / "img2.png"
+    original = np.asarray(Image.open(path).convert("RGB")).astype(float)
+    data = codec.encode(path, quality=70, model=tiny_checkpoint)
+    decoded = np.asarray(codec.decode(data, model=tiny_checkpoint)).astype(float)
+    expected = 10 * math.log10(255**2 / np.mean((original - decoded) ** 2))
+    rows = csv.DictReader((eval_run / "images.csv").open())
+    row = next(
+        r
+        for r in rows
+        if r["codec"] == "tiny"
+        and r["setting"] == "q=70 w=1,1,1"
+        and r["image"] == "img2.png"
+        and not r.get("progressive")
+    )
+    assert float(row["psnr"]) == pytest.approx(expected, abs=1e-9)
+
+
+def test_per_layer_and_progressive_records_are_complete(eval_run):
+    rows = [
+        r
+        for r in csv.DictReader((eval_run / "images.csv").open())
+        if r["codec"] == "tiny"
+    ]
+    full = [r for r in rows if not r.get("progressive")]
+    for row in full:
+        layer_bpp = json.loads(row["layer_bpp"])
+        assert len(layer_bpp) == 3 and sum(layer_bpp) < float(row["bpp"])
+    progressive = [r for r in rows if r.get("progressive")]
+    assert sorted({int(r["layers_decoded"]) for r in progressive}) == [1, 2]
+    for name in ("rd.png", "rd-layers.png", "rd-rate-space.png", "rd-progressive.png"):
+        assert Image.open(eval_run / name).size[0] > 100
+
+
+def test_bd_rate_table_covers_baselines_and_anchors(eval_run):
+    table = json.loads((eval_run / "results-bd-rate.json").read_text())[
+        "bd_rate_percent"
+    ]
+    assert {"jpeg", "VTM", "WebP", "BPG 8b 444 x265 ycbcr", "qres34m"} <= set(table)
+
+
+def test_bd_rate_of_a_curve_against_itself_is_zero():
+    rate = [0.1, 0.25, 0.5, 0.9, 1.5]
+    psnr = [27.0, 30.0, 33.0, 36.0, 39.0]
+    assert evaluate.bd_rate(rate, psnr, rate, psnr) == pytest.approx(0, abs=1e-9)
+
+
+def test_bd_rate_of_ten_percent_more_bits_is_ten_percent():
+    rate = np.array([0.1, 0.25, 0.5, 0.9, 1.5])
+    psnr = [27.0, 30.5, 33.2, 36.1, 38.7]
+    assert evaluate.bd_rate(rate * 1.1, psnr, rate, psnr) == pytest.approx(10, abs=1e-6)
+    assert evaluate.bd_rate(rate, psnr, rate * 1.1, psnr) == pytest.approx(
+        -100 / 11, abs=1e-6
+    )
+
+
+def test_bd_rate_without_overlap_is_nan():
+    assert math.isnan(
+        evaluate.bd_rate([1, 2, 3, 4], [20, 21, 22, 23], [1, 2, 3, 4], [30, 31, 32, 33])
+    )
+
+
+def test_classical_codecs_are_measured_through_pillow(tmp_path):
+    path = tmp_path / "image.png"
+    Image.fromarray(natural_image(64, 64)).save(path)
+    for name, baseline in evaluate.CLASSICAL_CODECS.items():
+        record = evaluate.measure_classical(
+            baseline, path, baseline.levels[len(baseline.levels) // 2]
+        )
+        assert record["codec"] == name and record["bytes"] > 0
+        assert 15 < record["psnr"] < 60
+
+
+def test_anchors_are_read_in_place():
+    anchors = evaluate.load_anchors(ANCHORS)
+    assert {"VTM", "qres34m", "JPEG2000"} <= set(anchors)
+    assert all(len(c["bpp"]) == len(c["psnr"]) for c in anchors.values())
