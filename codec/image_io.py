@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import tempfile
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 DEFAULT_MAX_PIXELS = 2**26  # 67 megapixels, e.g. 8192 x 8192
+DEEP_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16- and 32-bit gray
 
 
 class ImageReadError(ValueError):
@@ -84,12 +87,15 @@ def _check_size(size: tuple[int, int], max_pixels: int) -> None:
 def _open(source, name: str, max_pixels: int) -> SourceImage:
     """Decode a file (path or file object) with one-line errors."""
     try:
+        png_bit_depth = _check_png(source, name)
         with warnings.catch_warnings():
             # Our own pixel limit replaces Pillow's bomb warning.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(source) as image:
                 _check_size(image.size, max_pixels)
                 image.load()
+                if png_bit_depth and "transparency" in image.info:
+                    _rescale_colour_key(image, png_bit_depth)
                 return _from_pil(image)
     except ImageReadError:
         raise
@@ -111,12 +117,78 @@ def _open(source, name: str, max_pixels: int) -> SourceImage:
         raise ImageReadError(f"{name}: damaged or unreadable image ({error})") from None
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_png(source, name: str) -> int | None:
+    """Check every PNG chunk's CRC (Pillow skips those of the image data).
+
+    Returns the PNG's bit depth (None for other formats).
+    """
+    if isinstance(source, io.BytesIO):
+        data = source.getvalue()
+    else:
+        with open(source, "rb") as f:
+            if f.read(8) != PNG_SIGNATURE:
+                return None
+            data = PNG_SIGNATURE + f.read()
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    bit_depth, pos = None, len(PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        chunk = data[pos + 4 : pos + 8 + length]
+        stored = data[pos + 8 + length : pos + 12 + length]
+        if len(stored) < 4:
+            break  # truncated: Pillow reports it
+        if zlib.crc32(chunk) != struct.unpack(">I", stored)[0]:
+            kind = chunk[:4].decode("latin-1")
+            raise ImageReadError(
+                f"{name}: damaged PNG ({kind} chunk checksum mismatch)"
+            )
+        if chunk[:4] == b"IHDR" and len(chunk) >= 13:
+            bit_depth = chunk[12]
+        if chunk[:4] == b"IEND":
+            break
+        pos += 12 + length
+    return bit_depth
+
+
+def _rescale_colour_key(image: Image.Image, bit_depth: int) -> None:
+    """Express a PNG colour key in the units of the pixels Pillow decoded.
+
+    Pillow widens 1-, 2- and 4-bit gray to 8 bits and narrows 16-bit RGB to 8
+    bits, but leaves the tRNS key in the file's units.
+    """
+    key = image.info["transparency"]
+    if image.mode == "L" and bit_depth < 8:
+        image.info["transparency"] = key * 255 // (2**bit_depth - 1)
+    elif image.mode == "RGB" and bit_depth == 16:
+        image.info["transparency"] = tuple(k >> 8 for k in key)
+
+
 def _from_pil(image: Image.Image) -> SourceImage:
     icc = image.info.get("icc_profile") or b""
     notes = []
     image = ImageOps.exif_transpose(image)
     mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    key = (
+        image.info.get("transparency")
+        if mode in ("1", "L", "RGB", *DEEP_GRAY)
+        else None
+    )
+    if key is not None:
+        # A colour key (PNG tRNS): pixels of exactly this value are transparent.
+        pixels = np.asarray(image)
+        hidden = np.all(pixels.reshape(*pixels.shape[:2], -1) == key, axis=-1)
+        opaque = image.copy()
+        del opaque.info["transparency"]
+        source = _from_pil(opaque)
+        source.mode = "RGBA" if source.mode == "RGB" else "LA"
+        source.alpha = np.where(hidden, 0, 255).astype(np.uint8)
+        source.notes.insert(0, "transparent colour key converted to an alpha plane")
+        return source
+    if mode in DEEP_GRAY:
         notes.append(f"{mode} image reduced to 8 bits")
         gray = _scale_to_uint8(np.asarray(image), 65535)
         return SourceImage(np.repeat(gray[..., None], 3, axis=2), "L", None, icc, notes)
@@ -245,14 +317,52 @@ def image_bytes(
 
 
 def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> None:
-    """Write via a temporary file in the same folder and rename it into place.
+    """Write a file so that no crash, kill or error leaves a partial file behind.
 
-    A crash or kill mid-write leaves the destination untouched: either the old
-    file (or no file), or the complete new one.
+    The bytes go to an unnamed temporary file in the destination folder
+    (O_TMPFILE, which vanishes with the process if it is killed), which is
+    linked into place only when complete. Where the file system has no
+    O_TMPFILE, a hidden named temporary file is renamed into place instead.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (use --force to overwrite)")
+    folder = path.parent
+    try:
+        fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o644)
+    except (AttributeError, OSError):
+        fd = None
+    if fd is None:
+        return _write_via_named_temporary(path, data)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+        staging = folder / f".{path.name}.{os.getpid()}.part"
+        _link_unnamed(f.fileno(), staging)
+    try:
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+
+
+def _link_unnamed(fd: int, target: Path) -> None:
+    """Give an O_TMPFILE file a name (linkat with AT_SYMLINK_FOLLOW on /proc/self/fd).
+
+    A dir_fd makes CPython call linkat() rather than link(), which would not
+    follow the /proc link.
+    """
+    folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.link(
+            f"/proc/self/fd/{fd}", target.name, dst_dir_fd=folder, follow_symlinks=True
+        )
+    finally:
+        os.close(folder)
+
+
+def _write_via_named_temporary(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -60,6 +60,9 @@ class AnsBackend:
         shape, indexes = indexes.shape, indexes.ravel()
         if len(data) % 4:
             raise CorruptStreamError("stream length is not a multiple of 4 bytes")
+        if indexes.size and not data:
+            # An ANS decoder would happily read symbols from nothing.
+            raise CorruptStreamError("empty stream for a layer that has symbols")
         try:
             coder = constriction.stream.stack.AnsCoder(
                 np.frombuffer(data, "<u4").astype(np.uint32)

@@ -113,7 +113,7 @@ def test_decoder_rejects_truncated_extended_and_garbage_streams(tables, backend)
     symbols, scales = gaussian_symbols(5000, seed=2)
     indexes = tables.indexes(scales)
     data = backend.encode(symbols, indexes)
-    for bad in (data[:-4], data + b"\x01\x00\x00\x00", data[:-1], bytes(8)):
+    for bad in (data[:-4], data + b"\x01\x00\x00\x00", data[:-1], bytes(8), b""):
         with pytest.raises(CorruptStreamError):
             backend.decode(bad, indexes)
 
