@@ -202,7 +202,8 @@ class Codec:
     ):
         self.device = resolve_device(device)
         network, self.tables, self.fingerprint = _load(model)
-        self.model = network.to(self.device)
+        # channels_last: about 12 % faster convolutions on CPUs (benchmarks/).
+        self.model = network.to(self.device, memory_format=torch.channels_last)
         self.config = self.model.config
         self.backend = AnsBackend(self.tables)
         stride = self.config.top_stride
@@ -266,9 +267,7 @@ class Codec:
             layer_weights: one multiplier beta_l per latent layer, top first;
                 raising a layer's weight moves bits out of it.
         """
-        report = self.encode_report(
-            image, quality=quality, lmbda=lmbda, layer_weights=layer_weights
-        )
+        report = self._encode(image, quality, lmbda, layer_weights, False, False)
         for note in report.notes:
             warnings.warn(note, ConversionWarning, stacklevel=2)
         return report.data
@@ -283,6 +282,9 @@ class Codec:
         reconstruct: bool = False,
     ) -> EncodeReport:
         """Like `encode`, returning an `EncodeReport` with bit counts per layer."""
+        return self._encode(image, quality, lmbda, layer_weights, reconstruct, True)
+
+    def _encode(self, image, quality, lmbda, layer_weights, reconstruct, stats):
         lmbda, betas = self.rate_settings(quality, lmbda, layer_weights)
         source = load_image(image, self.max_pixels)
         tiles = tile_grid(source.width, source.height, self._tile_size_for(source))
@@ -303,8 +305,9 @@ class Codec:
                 symbols_np = symbols.cpu().numpy()
                 indexes = self.tables.indexes(scales.cpu().numpy())
                 streams[layer].append(self.backend.encode(symbols_np, indexes))
-                estimated[layer] += _estimated_bits(symbols, scales)
-                ideal[layer] += self.tables.information_bits(symbols_np, indexes)
+                if stats:
+                    estimated[layer] += _estimated_bits(symbols, scales)
+                    ideal[layer] += self.tables.information_bits(symbols_np, indexes)
             if reconstruct:
                 reconstruction[
                     tile.top : tile.top + tile.height,
@@ -337,14 +340,13 @@ class Codec:
     def _to_tensor(self, pixels: np.ndarray) -> torch.Tensor:
         """(h, w, 3) uint8 -> (1, 3, H, W) in [0, 1], edge-padded to the stride."""
         x = (
-            torch.tensor(pixels, device=self.device)
-            .permute(2, 0, 1)[None]
-            .float()
-            .div_(255)
+            torch.tensor(pixels, device=self.device).permute(2, 0, 1)[None].float()
+            / 255
         )
         stride = self.config.top_stride
         height, width = pixels.shape[:2]
-        return F.pad(x, (0, -width % stride, 0, -height % stride), mode="replicate")
+        x = F.pad(x, (0, -width % stride, 0, -height % stride), mode="replicate")
+        return x.contiguous(memory_format=torch.channels_last)
 
     def _layer_records(self, tiles: list[Tile]) -> tuple[LayerRecord, ...]:
         """Expected latent shapes, summed over the tile rows and columns."""
