@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import HVAEConfig
+from .config import HVAEConfig, get_config
 from .layers import RateEmbedding, ResBlock, conv1x1, conv3x3, patch_down, patch_up
 
 # (layer index, prior scales of that layer) -> symbols, or None for "not sent".
@@ -159,13 +159,14 @@ class HierarchicalVAE(nn.Module):
     def encode_features(
         self, x: torch.Tensor, cond: torch.Tensor
     ) -> list[torch.Tensor]:
-        """Bottom-up features, one per level, top first."""
+        """Bottom-up features, one per level, top first (None where no latents)."""
         h = self.stem(x - 0.5)
         features = [None] * self.config.num_levels
         for level in reversed(range(self.config.num_levels)):
             for block in self.encoder_blocks[level]:
                 h = block(h, cond)
-            features[level] = h
+            if self.config.latent_layers[level]:
+                features[level] = h
             if level > 0:
                 h = self.downsample[level - 1](h)
         return features
@@ -264,6 +265,4 @@ class HierarchicalVAE(nn.Module):
 
 def build_model(name_or_config: str | HVAEConfig) -> HierarchicalVAE:
     """Build an untrained model from a preset name or a config."""
-    from .config import get_config
-
     return HierarchicalVAE(get_config(name_or_config))

@@ -218,124 +218,155 @@ class TrainLog:
                 f.write(json.dumps(record) + "\n")
 
 
-def train(opts: TrainOptions) -> dict:
-    """Train (or resume) a model; returns a summary of the run.
+class Trainer:
+    """One training run: model, EMA, optimizer, data, log; `run` drives the steps."""
 
-    Checkpoints go to ``out/checkpoint.pt`` (latest, with optimizer and EMA).
-    """
-    env = setup_distributed(opts.device)
-    if (
-        opts.crop % build_model(opts.model).config.top_stride
-        if not (opts.resume or opts.init)
-        else False
-    ):
-        raise ValueError("crop must be a multiple of the model's top stride")
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model, ema, start_step, checkpoint = _load_start(opts)
-    if opts.crop % model.config.top_stride:
-        raise ValueError(f"crop must be a multiple of {model.config.top_stride}")
-    # Every rank and every resumed segment draws different noise and crops.
-    torch.manual_seed(opts.seed + 1_000_003 * env.rank + start_step)
-    model.to(env.device).train()
-    ema.to(env.device).eval().requires_grad_(False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
-    info = {"skipped_steps": 0, "train_seconds": 0.0, "device": str(env.device)}
-    if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        info.update(checkpoint.get("train_info", {}))
-    wrapped = model
-    if env.world_size > 1:
-        wrapped = torch.nn.parallel.DistributedDataParallel(model)
-    criterion = RateDistortionLoss()
-    batches = _make_loader(opts, env)
-    val_images = []
-    if opts.val_dir and env.is_main:
-        val_images = [to_tensor(load_rgb(p)) for p in list_images([opts.val_dir])]
-    log = TrainLog(out, env.is_main)
-    log.write(
-        event="start", step=start_step, options=asdict(opts), world_size=env.world_size
-    )
-    use_bf16 = opts.precision == "bf16"
-
-    def save(step):
-        if env.is_main:
-            state = checkpoint_dict(
-                model,
-                step,
-                ema_state_dict=ema.state_dict(),
-                optimizer=optimizer.state_dict(),
-                train_info=info,
+    def __init__(self, opts: TrainOptions):
+        self.opts = opts
+        self.env = setup_distributed(opts.device)
+        self.out = Path(opts.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.model, self.ema, self.start_step, checkpoint = _load_start(opts)
+        stride = self.model.config.top_stride
+        if opts.crop % stride:
+            raise ValueError(
+                f"crop must be a multiple of the model's top stride {stride}"
             )
-            save_checkpoint(out / "checkpoint.pt", state)
+        # Every rank and every resumed segment draws different noise and crops.
+        torch.manual_seed(opts.seed + 1_000_003 * self.env.rank + self.start_step)
+        self.model.to(self.env.device).train()
+        self.ema.to(self.env.device).eval().requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opts.lr)
+        self.info = {
+            "skipped_steps": 0,
+            "train_seconds": 0.0,
+            "device": str(self.env.device),
+        }
+        if checkpoint is not None:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.info.update(checkpoint.get("train_info", {}))
+        self.wrapped = self.model
+        if self.env.world_size > 1:
+            self.wrapped = torch.nn.parallel.DistributedDataParallel(self.model)
+        self.criterion = RateDistortionLoss()
+        self.batches = _make_loader(opts, self.env)
+        self.val_images = []
+        if opts.val_dir and self.env.is_main:
+            self.val_images = [
+                to_tensor(load_rgb(p)) for p in list_images([opts.val_dir])
+            ]
+        self.log = TrainLog(self.out, self.env.is_main)
 
-    progress = tqdm(
-        total=opts.steps,
-        initial=start_step,
-        disable=opts.quiet or not env.is_main,
-        desc="train",
-        dynamic_ncols=True,
-    )
-    last = {}
-    started = time.perf_counter()
-    for step in range(start_step, opts.steps):
-        x = next(batches).to(env.device, non_blocking=True)
-        lmbda, betas = sample_rate_settings(x.shape[0], model, opts, env.device)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, opts)
-        with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            output = wrapped(x, lmbda, betas)
-        result = criterion(output, x, lmbda, betas)  # float32: rates outside autocast
-        optimizer.zero_grad(set_to_none=True)
+    def step(self, step: int) -> tuple[dict, torch.Tensor] | None:
+        """One optimization step; None if its gradients were not finite (skipped)."""
+        x = next(self.batches).to(self.env.device, non_blocking=True)
+        lmbda, betas = sample_rate_settings(
+            x.shape[0], self.model, self.opts, self.env.device
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(step, self.opts)
+        bf16 = self.opts.precision == "bf16"
+        with torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=bf16):
+            output = self.wrapped(x, lmbda, betas)
+        result = self.criterion(
+            output, x, lmbda, betas
+        )  # float32: rates outside autocast
+        self.optimizer.zero_grad(set_to_none=True)
         result["loss"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), self.opts.grad_clip
+        )
         if not torch.isfinite(grad_norm):
-            info["skipped_steps"] += (
-                1  # same decision on every rank: grads are all-reduced
-            )
-            continue
-        optimizer.step()
+            # The same decision on every rank: the gradients are all-reduced.
+            self.info["skipped_steps"] += 1
+            return None
+        self.optimizer.step()
         with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-                p_ema.lerp_(p, 1 - opts.ema_decay)
-        progress.update(step + 1 - progress.n)
-        if (step + 1) % opts.log_every == 0 or step + 1 == opts.steps:
-            last = {
-                "step": step + 1,
-                "loss": result["loss"].item(),
-                "bpp": result["bpp"].item(),
-                "per_layer_bpp": [
-                    round(v, 5) for v in result["per_layer_bpp"].tolist()
-                ],
-                "psnr": psnr(result["mse"].item()),
-                "grad_norm": grad_norm.item(),
-                "lr": learning_rate(step, opts),
-            }
-            log.write(**last)
-            layers = "/".join(f"{v:.3f}" for v in last["per_layer_bpp"])
-            progress.set_postfix_str(
-                f"loss {last['loss']:.3f} bpp {last['bpp']:.3f} [{layers}] "
-                f"PSNR {last['psnr']:.2f}"
+            for p_ema, p in zip(
+                self.ema.parameters(), self.model.parameters(), strict=True
+            ):
+                p_ema.lerp_(p, 1 - self.opts.ema_decay)
+        return result, grad_norm
+
+    def record(self, step: int, result: dict, grad_norm: torch.Tensor) -> dict:
+        """Log one line of training statistics; returns it."""
+        line = {
+            "step": step,
+            "loss": result["loss"].item(),
+            "bpp": result["bpp"].item(),
+            "per_layer_bpp": [round(v, 5) for v in result["per_layer_bpp"].tolist()],
+            "psnr": psnr(result["mse"].item()),
+            "grad_norm": grad_norm.item(),
+            "lr": learning_rate(step - 1, self.opts),
+        }
+        self.log.write(**line)
+        return line
+
+    def save(self, step: int) -> None:
+        if self.env.is_main:
+            state = checkpoint_dict(
+                self.model,
+                step,
+                ema_state_dict=self.ema.state_dict(),
+                optimizer=self.optimizer.state_dict(),
+                train_info=self.info,
             )
-        if (step + 1) % opts.checkpoint_every == 0:
-            info["train_seconds"] += time.perf_counter() - started
-            started = time.perf_counter()
-            save(step + 1)
-        if val_images and (step + 1) % opts.val_every == 0:
-            log.write(
-                event="validation",
-                step=step + 1,
-                results=validate(ema, val_images, opts.val_qualities),
-            )
-    progress.close()
-    info["train_seconds"] += time.perf_counter() - started
-    save(opts.steps)
-    summary = {"step": opts.steps, "rank": env.rank, "last": last, **info}
-    if val_images:
-        summary["validation"] = validate(ema, val_images, opts.val_qualities)
-        log.write(event="validation", step=opts.steps, results=summary["validation"])
-    log.write(event="end", **summary)
-    if env.world_size > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    return summary
+            save_checkpoint(self.out / "checkpoint.pt", state)
+
+    def validate(self, step: int) -> list[dict]:
+        results = validate(self.ema, self.val_images, self.opts.val_qualities)
+        self.log.write(event="validation", step=step, results=results)
+        return results
+
+    def run(self) -> dict:
+        opts, env = self.opts, self.env
+        self.log.write(
+            event="start",
+            step=self.start_step,
+            options=asdict(opts),
+            world_size=env.world_size,
+        )
+        progress = tqdm(
+            total=opts.steps,
+            initial=self.start_step,
+            desc="train",
+            disable=opts.quiet or not env.is_main,
+            dynamic_ncols=True,
+        )
+        last, started = {}, time.perf_counter()
+        for step in range(self.start_step + 1, opts.steps + 1):  # 1-based: steps done
+            outcome = self.step(step - 1)
+            progress.update(1)
+            if outcome and (step % opts.log_every == 0 or step == opts.steps):
+                last = self.record(step, *outcome)
+                layers = "/".join(f"{v:.3f}" for v in last["per_layer_bpp"])
+                progress.set_postfix_str(
+                    f"loss {last['loss']:.3f} bpp {last['bpp']:.3f} [{layers}] "
+                    f"PSNR {last['psnr']:.2f}"
+                )
+            if step % opts.checkpoint_every == 0:
+                self.info["train_seconds"] += time.perf_counter() - started
+                started = time.perf_counter()
+                self.save(step)
+            if self.val_images and step % opts.val_every == 0:
+                self.validate(step)
+        progress.close()
+        self.info["train_seconds"] += time.perf_counter() - started
+        self.save(opts.steps)
+        summary = {"step": opts.steps, "rank": env.rank, "last": last, **self.info}
+        if self.val_images:
+            summary["validation"] = self.validate(opts.steps)
+        self.log.write(event="end", **summary)
+        if env.world_size > 1:
+            dist.barrier()
+            dist.destroy_process_group()
+        return summary
+
+
+def train(opts: TrainOptions) -> dict:
+    """Train (or resume, or fine-tune) a model; returns a summary of the run.
+
+    Checkpoints go to ``out/checkpoint.pt`` (the latest, with optimizer and EMA
+    state) and one JSON line per event to ``out/train_log.jsonl``.
+    """
+    return Trainer(opts).run()
