@@ -232,6 +232,40 @@ def entropy_coding(coder: codec.Codec, image: Image.Image) -> dict:
     return results
 
 
+# --- tiling --------------------------------------------------------------------------
+
+
+TILING_SCRIPT = """
+import resource, sys
+import codec
+from codec.metrics import psnr
+from benchmarks.run import large_image
+tile_size, model = int(sys.argv[1]), sys.argv[2] or None
+coder = codec.Codec(model, "cpu", tile_size=tile_size)
+image = large_image()
+data = coder.encode(image, quality=50)
+decoded = coder.decode(data)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(len(data), psnr(image, decoded), peak)
+"""
+
+
+def tiling(model: str | None) -> dict:
+    """The cost of coding the 4000x3000 photo in 1024-px tiles rather than whole."""
+    pixels = LARGE_SIZE[0] * LARGE_SIZE[1]
+    results = {}
+    for tile_size in (0, 1024):
+        size, quality, peak = run_python(
+            TILING_SCRIPT, str(tile_size), model or ""
+        ).stdout.split()
+        results["whole" if tile_size == 0 else f"tiles of {tile_size}"] = {
+            "bpp": 8 * int(size) / pixels,
+            "psnr": float(quality),
+            "peak_rss_bytes": int(peak),
+        }
+    return results
+
+
 # --- memory and start-up, in fresh processes ----------------------------------------
 
 
@@ -410,6 +444,18 @@ def markdown(results: dict) -> str:
             f"{100 * row['encode_share']:.1f} % | {100 * row['decode_share']:.1f} % | "
             f"{row['total_stream_over_table_ideal']:.4f} |"
         )
+    lines += [
+        "",
+        "## Tiling (4000x3000 photo, quality 50, encode + decode in one process)",
+        "",
+        "| coding | bpp | PSNR (dB) | peak RSS (MB) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, row in results["tiling"].items():
+        lines.append(
+            f"| {name} | {row['bpp']:.4f} | {row['psnr']:.2f} | "
+            f"{row['peak_rss_bytes'] / 2**20:.0f} |"
+        )
     gpu_result = results["gpu"]
     lines += ["", "## GPU", ""]
     if gpu_result["available"]:
@@ -455,6 +501,8 @@ def main(argv=None) -> None:
     print("memory and start-up", flush=True)
     results["memory"] = memory(coder, args.model, images)
     results["startup"] = startup(args.model)
+    print("tiling", flush=True)
+    results["tiling"] = tiling(args.model)
     results["gpu"] = gpu(args.model)
     out = Path(args.out)
     out.write_text(json.dumps(results, indent=2) + "\n")
