@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import math
@@ -165,7 +166,9 @@ def _load(model) -> tuple[models.HierarchicalVAE, GaussianTables, bytes]:
     """A model name, path or instance -> (network, coding tables, fingerprint)."""
     if isinstance(model, models.HierarchicalVAE):
         tables = build_tables(scale_min=model.config.scale_min)
-        return model.eval(), tables, model_fingerprint(model.state_dict(), tables)
+        fingerprint = model_fingerprint(model.state_dict(), tables)
+        # A copy: moving it to a device or memory format must not touch the caller's.
+        return copy.deepcopy(model).eval(), tables, fingerprint
     if model is None:
         model = models.DEFAULT_MODEL
     path = Path(model)
