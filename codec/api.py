@@ -53,6 +53,13 @@ class Tile:
     height: int
     width: int
 
+    @property
+    def region(self) -> tuple[slice, slice]:
+        """Index of the tile in an (H, W, ...) array."""
+        return slice(self.top, self.top + self.height), slice(
+            self.left, self.left + self.width
+        )
+
 
 def tile_grid(width: int, height: int, tile_size: int) -> list[Tile]:
     """The tiles of an image, row-major; tile_size 0 means one tile."""
@@ -290,37 +297,22 @@ class Codec:
     def _encode(self, image, quality, lmbda, layer_weights, reconstruct, stats):
         lmbda, betas = self.rate_settings(quality, lmbda, layer_weights)
         source = load_image(image, self.max_pixels)
-        tiles = tile_grid(source.width, source.height, self._tile_size_for(source))
-        num_layers = self.config.num_latent_layers
-        streams = [[] for _ in range(num_layers)]
-        estimated, ideal = [0.0] * num_layers, [0.0] * num_layers
-        reconstruction = np.empty_like(source.rgb) if reconstruct else None
+        tile_size = self._tile_size_for(source)
+        tiles = tile_grid(source.width, source.height, tile_size)
+        pixels = np.empty_like(source.rgb) if reconstruct else None
+        coded = []
         for tile in tiles:
-            pixels = source.rgb[
-                tile.top : tile.top + tile.height, tile.left : tile.left + tile.width
-            ]
-            out = self.model.compress(
-                self._to_tensor(pixels), *self._condition(lmbda, betas), reconstruct
+            tile_pixels = source.rgb[tile.region]
+            coded.append(
+                self._encode_tile(tile_pixels, lmbda, betas, reconstruct, stats)
             )
-            for layer, (symbols, scales) in enumerate(
-                zip(out["symbols"], out["scales"], strict=True)
-            ):
-                symbols_np = symbols.cpu().numpy()
-                indexes = self.tables.indexes(scales.cpu().numpy())
-                streams[layer].append(self.backend.encode(symbols_np, indexes))
-                if stats:
-                    estimated[layer] += _estimated_bits(symbols, scales)
-                    ideal[layer] += self.tables.information_bits(symbols_np, indexes)
             if reconstruct:
-                reconstruction[
-                    tile.top : tile.top + tile.height,
-                    tile.left : tile.left + tile.width,
-                ] = _to_uint8(out["x_hat"], tile)
+                pixels[tile.region] = _to_uint8(coded[-1]["x_hat"], tile)
         header = Header(
             mode=source.mode,
             width=source.width,
             height=source.height,
-            tile_size=self._tile_size_for(source),
+            tile_size=tile_size,
             model_name=self.name,
             model_hash=self.fingerprint,
             lmbda=lmbda,
@@ -328,13 +320,36 @@ class Codec:
             layers=self._layer_records(tiles),
         )
         alpha = encode_alpha(source.alpha) if source.alpha is not None else b""
+        streams = _per_layer([c["streams"] for c in coded])
         data = write_container(header, streams, source.icc_profile, alpha)
-        image_out = None
+        reconstruction = None
         if reconstruct:
-            image_out = to_pil(
-                reconstruction, source.mode, source.alpha, source.icc_profile
+            reconstruction = to_pil(
+                pixels, source.mode, source.alpha, source.icc_profile
             )
-        return EncodeReport(data, image_out, estimated, ideal, source.notes)
+        return EncodeReport(
+            data,
+            reconstruction,
+            [sum(bits) for bits in _per_layer([c["estimated_bits"] for c in coded])],
+            [sum(bits) for bits in _per_layer([c["table_bits"] for c in coded])],
+            source.notes,
+        )
+
+    def _encode_tile(self, pixels, lmbda, betas, reconstruct, stats) -> dict:
+        """One tile -> its per-layer streams (and bit counts, x_hat if asked)."""
+        x = self._to_tensor(pixels)
+        out = self.model.compress(x, *self._condition(lmbda, betas), reconstruct)
+        coded = {"streams": [], "estimated_bits": [], "table_bits": []}
+        coded["x_hat"] = out["x_hat"]
+        for symbols, scales in zip(out["symbols"], out["scales"], strict=True):
+            symbols_np = symbols.cpu().numpy()
+            indexes = self.tables.indexes(scales.cpu().numpy())
+            coded["streams"].append(self.backend.encode(symbols_np, indexes))
+            if stats:
+                coded["estimated_bits"].append(_estimated_bits(symbols, scales))
+                bits = self.tables.information_bits(symbols_np, indexes)
+                coded["table_bits"].append(bits)
+        return coded
 
     def _tile_size_for(self, source: SourceImage) -> int:
         fits = source.width <= self.tile_size and source.height <= self.tile_size
@@ -397,9 +412,7 @@ class Codec:
                 s[t] if s is not None and i < used else None
                 for i, s in enumerate(container.layer_streams)
             ]
-            rgb[
-                tile.top : tile.top + tile.height, tile.left : tile.left + tile.width
-            ] = self._decode_tile(tile, tile_streams, header)
+            rgb[tile.region] = self._decode_tile(tile, tile_streams, header)
         alpha = None
         if header.mode.endswith("A"):
             alpha = decode_alpha(container.alpha_png, (header.width, header.height))
@@ -441,6 +454,11 @@ class Codec:
             grid, *self._condition(header.lmbda, header.betas), read_symbols
         )
         return _to_uint8(out["x_hat"], tile)
+
+
+def _per_layer(per_tile: list[list]) -> list[list]:
+    """[tile][layer] -> [layer][tile]."""
+    return [list(layer) for layer in zip(*per_tile, strict=True)]
 
 
 def _float32(value: float) -> float:
