@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import paths
@@ -188,33 +189,37 @@ def run_encode(args) -> int:
         try:
             paths.check_target(target, args.force)
             start = time.perf_counter()
-            report = codec_.encode_report(
-                paths.read_input(source),
-                quality=args.quality,
-                lmbda=args.lmbda,
-                layer_weights=args.layer_weights,
-            )
-            paths.write_output(target, report.data, args.force)
-            _say(
-                args,
-                _encode_line(source, target, report, time.perf_counter() - start),
-                target,
-            )
+            with warnings.catch_warnings(record=True) as notes:
+                warnings.simplefilter("always")
+                data = codec_.encode(
+                    paths.read_input(source),
+                    quality=args.quality,
+                    lmbda=args.lmbda,
+                    layer_weights=args.layer_weights,
+                )
+            paths.write_output(target, data, args.force)
+            seconds = time.perf_counter() - start
+            notes = [
+                str(n.message)
+                for n in notes
+                if n.category.__name__ == "ConversionWarning"
+            ]
+            _say(args, _encode_line(source, target, data, notes, seconds), target)
         except Exception as error:
             failures += _report_failure(args, source, error)
     return 1 if failures else 0
 
 
-def _encode_line(source, target, report, seconds: float) -> str:
+def _encode_line(source, target, data: bytes, notes: list[str], seconds: float) -> str:
     from codec import read_header
 
-    header = read_header(report.data)
-    bpp = 8 * len(report.data) / (header.width * header.height)
-    notes = "".join(f" [{note}]" for note in report.notes)
+    header = read_header(data)
+    bpp = 8 * len(data) / (header.width * header.height)
+    remarks = "".join(f" [{note}]" for note in notes)
     return (
         f"{paths.label(source)} -> {paths.label(target)}: "
         f"{header.width}x{header.height}, "
-        f"{len(report.data):,} bytes, {bpp:.4f} bpp, {seconds:.2f} s{notes}"
+        f"{len(data):,} bytes, {bpp:.4f} bpp, {seconds:.2f} s{remarks}"
     )
 
 
