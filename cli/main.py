@@ -181,6 +181,8 @@ def _say(args, text: str, target: str = "") -> None:
 
 
 def run_encode(args) -> int:
+    from codec import ConversionWarning
+
     jobs = paths.plan(args.inputs, args.output, ".hvae")
     options = {"tile_size": args.tile_size} if args.tile_size else {}
     codec_ = _make_codec(args, **options)
@@ -199,11 +201,7 @@ def run_encode(args) -> int:
                 )
             paths.write_output(target, data, args.force)
             seconds = time.perf_counter() - start
-            notes = [
-                str(n.message)
-                for n in notes
-                if n.category.__name__ == "ConversionWarning"
-            ]
+            notes = [str(n.message) for n in notes if n.category is ConversionWarning]
             _say(args, _encode_line(source, target, data, notes, seconds), target)
         except Exception as error:
             failures += _report_failure(args, source, error)

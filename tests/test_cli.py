@@ -292,3 +292,10 @@ def test_decoded_pixels_match_the_library(tmp_path, images, tiny_checkpoint):
     assert np.array_equal(
         np.asarray(Image.open(tmp_path / "cli.png")), np.asarray(library)
     )
+
+
+def test_conversions_are_noted_in_the_summary_line(tmp_path, tiny_checkpoint, capsys):
+    path = tmp_path / "palette.png"
+    Image.fromarray(natural_image(40, 40)).convert("P").save(path)
+    assert main(["encode", str(path), "--model", str(tiny_checkpoint)]) == 0
+    assert "[palette image converted to RGB]" in capsys.readouterr().out
