@@ -236,17 +236,16 @@ def entropy_coding(coder: codec.Codec, image: Image.Image) -> dict:
 
 
 TILING_SCRIPT = """
-import resource, sys
+import sys
 import codec
 from codec.metrics import psnr
-from benchmarks.run import large_image
+from benchmarks.run import large_image, peak_rss_bytes
 tile_size, model = int(sys.argv[1]), sys.argv[2] or None
 coder = codec.Codec(model, "cpu", tile_size=tile_size)
 image = large_image()
 data = coder.encode(image, quality=50)
 decoded = coder.decode(data)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(len(data), psnr(image, decoded), peak)
+print(len(data), psnr(image, decoded), peak_rss_bytes())
 """
 
 
@@ -270,21 +269,32 @@ def tiling(model: str | None) -> dict:
 
 
 MEMORY_SCRIPT = """
-import resource, sys
+import sys
 import codec
-from benchmarks.run import kodak_image, large_image
+from benchmarks.run import kodak_image, large_image, peak_rss_bytes
 operation, size, model, data_file = sys.argv[1:]
 coder = codec.Codec(model or None, "cpu")
 image = kodak_image() if size == "kodak" else large_image()
 data = open(data_file, "rb").read()
-baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+baseline = peak_rss_bytes()
 if operation == "encode":
     coder.encode(image, quality=50)
 else:
     coder.decode(data)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(baseline * 1024, peak * 1024)
+print(baseline, peak_rss_bytes())
 """
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set since its exec.
+
+    Linux keeps getrusage's ru_maxrss across exec, so a child started by a big
+    parent would report the parent's peak; VmHWM belongs to the new image.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
