@@ -39,6 +39,16 @@ def float_list(text: str) -> list[float]:
     return values
 
 
+def quality_list(text: str) -> list[float]:
+    """'0,50,100' -> [0.0, 50.0, 100.0], each a valid quality (as for encode -q)."""
+    try:
+        return [quality(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated qualities in [0, 100], got {text!r}"
+        ) from None
+
+
 def common_options() -> argparse.ArgumentParser:
     """--quiet and --debug, for every subcommand."""
     common = argparse.ArgumentParser(add_help=False)

@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from .arguments import add_model_options, float_list, positive_int
+from .arguments import add_model_options, float_list, positive_int, quality_list
 
 BASELINES = ("jpeg", "jpeg444", "webp", "avif", "jpeg2000")
 
@@ -27,7 +27,7 @@ def add_eval_parser(sub, common: argparse.ArgumentParser) -> None:
     rates = parser.add_mutually_exclusive_group()
     rates.add_argument(
         "--qualities",
-        type=float_list,
+        type=quality_list,
         default=None,
         metavar="Q1,Q2,...",
         help="qualities to sweep (default: 5,20,40,60,80,95)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .arguments import float_list, positive_float, positive_int
+from .arguments import float_list, positive_float, positive_int, quality_list
 
 
 def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
@@ -151,7 +151,7 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
     )
     add(
         "--val-qualities",
-        type=float_list,
+        type=quality_list,
         default=[10.0, 50.0, 90.0],
         metavar="Q,...",
         help="qualities to validate at (default: 10,50,90)",

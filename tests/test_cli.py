@@ -190,6 +190,9 @@ def test_bad_arguments_exit_with_usage_errors(capsys):
         ["encode", "x.png", "-q", "150"],
         ["encode", "x.png", "--layer-weights", "1,a"],
         ["decode", "x.hvae", "--layers", "0"],
+        ["eval", "kodak", "--qualities", "50,150"],
+        ["eval", "kodak", "--qualities", "50,high"],
+        ["train", "shard", "--out", "run", "--val-qualities", "-1"],
         ["frobnicate"],
         [],
     ):
@@ -197,6 +200,16 @@ def test_bad_arguments_exit_with_usage_errors(capsys):
             main(args)
         assert exit_info.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def test_quality_sweeps_accept_the_range_encode_accepts():
+    parser = build_parser()
+    sweep = parser.parse_args(["eval", "kodak", "--qualities", "0,50,100"])
+    assert sweep.qualities == [0.0, 50.0, 100.0]
+    train = parser.parse_args(
+        ["train", "shard", "--out", "run", "--val-qualities", "0"]
+    )
+    assert train.val_qualities == [0.0]
 
 
 def test_every_option_of_every_subcommand_is_explained():
