@@ -142,9 +142,7 @@ def _groups(indexes: np.ndarray) -> list[tuple[int, np.ndarray]]:
     # radix sort: several times faster than sorting them as int64.
     order = np.argsort(flat.astype(np.min_scalar_type(flat.max())), kind="stable")
     starts = np.flatnonzero(np.diff(flat[order])) + 1
-    return [
-        (int(flat[group[0]]), group) for group in np.split(order, starts) if len(group)
-    ]
+    return [(int(flat[group[0]]), group) for group in np.split(order, starts)]
 
 
 def _mantissa_mask(levels: np.ndarray) -> np.ndarray:
