@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-import codec
-from entropy import AnsBackend
+from hvae_compress import codec
+from hvae_compress.entropy import AnsBackend
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -237,8 +237,8 @@ def entropy_coding(coder: codec.Codec, image: Image.Image) -> dict:
 
 TILING_SCRIPT = """
 import sys
-import codec
-from codec.metrics import psnr
+from hvae_compress import codec
+from hvae_compress.evaluation.metrics import psnr
 from benchmarks.run import large_image, peak_rss_bytes
 tile_size, model = int(sys.argv[1]), sys.argv[2] or None
 coder = codec.Codec(model, "cpu", tile_size=tile_size)
@@ -270,7 +270,7 @@ def tiling(model: str | None) -> dict:
 
 MEMORY_SCRIPT = """
 import sys
-import codec
+from hvae_compress import codec
 from benchmarks.run import kodak_image, large_image, peak_rss_bytes
 operation, size, model, data_file = sys.argv[1:]
 coder = codec.Codec(model or None, "cpu")
@@ -338,7 +338,7 @@ def startup(model: str | None, runs: int = 5) -> dict:
     def timed(*args):
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "cli", *args],
+            [sys.executable, "-m", "hvae_compress", *args],
             check=True,
             cwd=REPO,
             capture_output=True,

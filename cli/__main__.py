@@ -1,4 +1,4 @@
-"""``python -m cli``: the same as the ``hvae-compress`` command."""
+"""``python -m hvae_compress.cli``: the same as the ``hvae-compress`` command."""
 
 import sys
 

@@ -26,6 +26,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
+    return value
+
+
 def float_list(text: str) -> list[float]:
     """'1,2.5,4' -> [1.0, 2.5, 4.0], all positive."""
     try:

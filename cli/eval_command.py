@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
-from pathlib import Path
 
 from .arguments import add_model_options, float_list, positive_int, quality_list
 
+# The names of evaluation.CLASSICAL_CODECS, repeated here to keep --help light
+# (a test checks they agree).
 BASELINES = ("jpeg", "jpeg444", "webp", "avif", "jpeg2000")
 
 
@@ -93,7 +92,7 @@ def add_eval_parser(sub, common: argparse.ArgumentParser) -> None:
 
 
 def _settings(args):
-    from codec.evaluate import DEFAULT_QUALITIES, RateSetting
+    from ..evaluation import DEFAULT_QUALITIES, RateSetting
 
     weights = [tuple(w) for w in args.layer_weights] if args.layer_weights else [None]
     if args.lambdas:
@@ -107,210 +106,28 @@ def _settings(args):
 def run_eval(args) -> int:
     from tqdm import tqdm
 
-    import codec
-    from codec import evaluate
-    from models.data import list_images
+    from .. import codec, evaluation
+    from ..files import list_images
 
     baselines = [b for b in args.baselines.split(",") if b]
-    unknown = set(baselines) - set(BASELINES)
-    if unknown:
-        raise ValueError(
-            f"unknown baselines {sorted(unknown)}; choose from {BASELINES}"
-        )
     paths = list_images(args.inputs)
     settings = _settings(args)
-    anchors = evaluate.load_anchors(args.anchors) if args.anchors else {}
     options = {"max_pixels": args.max_pixels} if args.max_pixels else {}
-    model_codec = codec.Codec(args.model, args.device, **options)
-    ms = not args.no_ms_ssim
-    jobs = len(paths) * (
-        len(settings) + sum(len(evaluate.CLASSICAL_CODECS[b].levels) for b in baselines)
-    )
+    model = codec.Codec(args.model, args.device, **options)
+    jobs = evaluation.job_count(paths, settings, baselines)
     with tqdm(total=jobs, unit="image", disable=args.quiet, desc="eval") as bar:
-        records = evaluate.evaluate_model(
-            model_codec, paths, settings, args.progressive, ms, bar.update
+        result = evaluation.evaluate(
+            model,
+            paths,
+            settings,
+            baselines,
+            args.anchors,
+            args.progressive,
+            not args.no_ms_ssim,
+            args.workers,
+            bar.update,
         )
-        summaries = {
-            model_codec.name: evaluate.summarize(
-                records, model_codec.name, _describe(model_codec)
-            )
-        }
-        for name in baselines:
-            found = evaluate.evaluate_classical(
-                name, paths, args.workers, ms, bar.update
-            )
-            records += found
-            summaries[name] = evaluate.summarize(
-                found, name, evaluate.CLASSICAL_CODECS[name].description
-            )
-    ours = summaries[model_codec.name]
-    others = {
-        name: evaluate.as_curve(s)
-        for name, s in summaries.items()
-        if name != model_codec.name
-    }
-    bd_rates = evaluate.bd_rate_table(ours, {**others, **anchors})
-    _write_outputs(args, records, summaries, bd_rates, anchors, model_codec.name)
+    evaluation.write_outputs(result, args.out, args.csv, args.plot)
     if not args.quiet:
-        _print_report(records, summaries, bd_rates, model_codec.name)
+        print(evaluation.format_report(result))
     return 0
-
-
-def _describe(model_codec) -> str:
-    identity = f"'{model_codec.name}' ({model_codec.fingerprint.hex()})"
-    return f"hvae-compress model {identity}, measured on real files"
-
-
-def _write_outputs(args, records, summaries, bd_rates, anchors, ours: str) -> None:
-    from codec import evaluate, plots
-
-    if args.out:
-        out = Path(args.out)
-        _write_json(out, summaries[ours])
-        for name, summary in summaries.items():
-            if name != ours:
-                _write_json(out.with_name(f"{out.stem}-{name}.json"), summary)
-        _write_json(
-            out.with_name(f"{out.stem}-bd-rate.json"),
-            {"test": ours, "bd_rate_percent": bd_rates},
-        )
-    if args.csv:
-        _write_csv(Path(args.csv), records)
-    if args.plot:
-        plot = Path(args.plot)
-        curves = {name: evaluate.as_curve(s) for name, s in summaries.items()}
-        plots.plot_rd(curves, anchors, plot)
-        full = _model_records(records, ours)
-        by_setting = _group(full, "setting")
-        plots.plot_layers(
-            list(by_setting),
-            [_mean_list(rs, "layer_bpp") for rs in by_setting.values()],
-            plot.with_name(f"{plot.stem}-layers.png"),
-        )
-        if args.layer_weights and len(args.layer_weights) > 1:
-            coarse, fine, quality = _rate_space(full)
-            plots.plot_rate_space(
-                coarse, fine, quality, plot.with_name(f"{plot.stem}-rate-space.png")
-            )
-        if args.progressive:
-            plots.plot_progressive(
-                _progressive_curves(records, ours),
-                plot.with_name(f"{plot.stem}-progressive.png"),
-            )
-
-
-def _write_json(path: Path, content: dict) -> None:
-    from codec.image_io import write_atomic
-
-    text = json.dumps(content, indent=2, default=_json_default)
-    write_atomic(path, text.encode(), overwrite=True)
-
-
-def _json_default(value):
-    return None if isinstance(value, float) and math.isnan(value) else str(value)
-
-
-def _write_csv(path: Path, records: list[dict]) -> None:
-    import csv
-    import io
-
-    from codec.image_io import write_atomic
-
-    columns = list(dict.fromkeys(key for record in records for key in record))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns)
-    writer.writeheader()
-    for record in records:
-        writer.writerow(
-            {k: json.dumps(v) if isinstance(v, list) else v for k, v in record.items()}
-        )
-    write_atomic(path, buffer.getvalue().encode(), overwrite=True)
-
-
-def _model_records(records, ours):
-    return [r for r in records if r["codec"] == ours and not r.get("progressive")]
-
-
-def _group(records, key) -> dict[str, list[dict]]:
-    groups = {}
-    for record in records:
-        groups.setdefault(record[key], []).append(record)
-    return groups
-
-
-def _mean_list(records, key) -> list[float]:
-    import numpy as np
-
-    return list(np.mean([r[key] for r in records], axis=0))
-
-
-def _mean(records, key) -> float:
-    return sum(r[key] for r in records) / len(records)
-
-
-def _rate_space(records):
-    """Per setting: bpp of the top half of the layers, of the bottom half, PSNR."""
-    coarse, fine, quality = [], [], []
-    for group in _group(records, "setting").values():
-        layers = _mean_list(group, "layer_bpp")
-        split = (len(layers) + 1) // 2
-        coarse.append(sum(layers[:split]))
-        fine.append(sum(layers[split:]))
-        quality.append(_mean(group, "psnr"))
-    return coarse, fine, quality
-
-
-def _progressive_curves(records, ours) -> dict[str, dict]:
-    curves = {}
-    model = [r for r in records if r["codec"] == ours]
-    for setting, group in _group(model, "setting").items():
-        by_k = _group(group, "layers_decoded")
-        ks = sorted(by_k)
-        curves[setting] = {
-            "bpp": [_mean(by_k[k], "bpp") for k in ks],
-            "psnr": [_mean(by_k[k], "psnr") for k in ks],
-            "layers": ks,
-        }
-    return curves
-
-
-def _print_report(records, summaries, bd_rates, ours: str) -> None:
-    for name, summary in summaries.items():
-        results = summary["results"]
-        print(f"\n{name}: {summary['description']}")
-        print(
-            f"  {'setting':<24} {'bpp':>7} {'PSNR':>7} {'MS-SSIM':>8} {'enc s':>7} "
-            f"{'dec s':>7}"
-        )
-        for i, setting in enumerate(summary["settings"]):
-            print(
-                f"  {setting:<24} {results['bpp'][i]:7.4f} "
-                f"{results['psnr-rgb'][i]:7.3f} "
-                f"{results['ms-ssim-rgb'][i]:8.5f} {results['encoding_time'][i]:7.3f} "
-                f"{results['decoding_time'][i]:7.3f}"
-            )
-    full = _model_records(records, ours)
-    print(
-        f"\n{ours}: bits per pixel of each latent layer (top first), estimated vs file"
-    )
-    for setting, group in _group(full, "setting").items():
-        layers = " ".join(f"{v:.4f}" for v in _mean_list(group, "layer_bpp"))
-        print(
-            f"  {setting:<24} [{layers}]  file {_mean(group, 'bpp'):.4f}  "
-            f"model estimate {_mean(group, 'estimated_bpp'):.4f}"
-        )
-    progressive = _progressive_curves(records, ours)
-    if any(len(c["layers"]) > 1 for c in progressive.values()):
-        print(f"\n{ours}: progressive decoding, bpp / PSNR with the top K layers")
-        for setting, curve in progressive.items():
-            points = "  ".join(
-                f"K={k}: {b:.3f}/{p:.2f}"
-                for k, b, p in zip(
-                    curve["layers"], curve["bpp"], curve["psnr"], strict=True
-                )
-            )
-            print(f"  {setting:<24} {points}")
-    if bd_rates:
-        print(f"\nBD-rate of {ours} (negative = fewer bits at equal PSNR)")
-        for name, value in bd_rates.items():
-            print(f"  vs {name:<34} {value:+8.2f} %")

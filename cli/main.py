@@ -7,10 +7,10 @@ imports (torch and the model) happen inside them, so ``--help`` stays instant.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from . import paths
@@ -18,6 +18,7 @@ from .arguments import (
     add_model_options,
     common_options,
     float_list,
+    non_negative_int,
     positive_float,
     positive_int,
 )
@@ -43,11 +44,29 @@ def _output_options(parser: argparse.ArgumentParser, suffix: str) -> None:
     )
 
 
+def _tile_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tile-size",
+        type=non_negative_int,
+        default=None,
+        metavar="PX",
+        help="run the networks on tiles of PX x PX pixels to bound memory on large "
+        "images; the result does not depend on it; 0 processes images whole "
+        "(default: 1024)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Learned lossy image codec: a hierarchical VAE whose latent layers "
         "are coded as separate bitstreams, each with its own rate penalty.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"{PROG} {importlib.metadata.version('hvae-compress')}",
+        help="print the version and exit",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = common_options()
@@ -88,14 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-layer rate weights beta_l, one per latent layer, top first (default: "
         "all 1); a larger weight moves bits out of that layer",
     )
-    encode.add_argument(
-        "--tile-size",
-        type=positive_int,
-        default=None,
-        metavar="PX",
-        help="code images larger than PX in independent PX x PX tiles to bound memory "
-        "(default: 1024)",
-    )
+    _tile_option(encode)
     add_model_options(encode)
     encode.set_defaults(run=run_encode)
 
@@ -118,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="decode only the top K latent layers (progressive decoding; the file may "
         "be cut off after them)",
     )
+    decode.add_argument(
+        "--output-quality",
+        type=quality_type,
+        default=None,
+        metavar="Q",
+        help="quality of a lossy output format (JPEG, WebP, AVIF), 0-100 (default: 95)",
+    )
+    _tile_option(decode)
     add_model_options(decode)
     decode.set_defaults(run=run_decode)
 
@@ -164,12 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _progress(items, quiet: bool, unit: str):
-    """A progress bar on stderr for more than one item."""
+    """A progress bar on stderr for more than one item, only on a terminal."""
     from tqdm import tqdm
 
-    return tqdm(
-        items, unit=unit, disable=quiet or len(items) < 2, file=sys.stderr, leave=False
-    )
+    hidden = quiet or len(items) < 2 or not sys.stderr.isatty()
+    return tqdm(items, unit=unit, disable=hidden, file=sys.stderr, leave=False)
 
 
 def _say(args, text: str, target: str = "") -> None:
@@ -181,69 +200,59 @@ def _say(args, text: str, target: str = "") -> None:
 
 
 def run_encode(args) -> int:
-    from codec import ConversionWarning
-
     jobs = paths.plan(args.inputs, args.output, ".hvae")
-    options = {"tile_size": args.tile_size} if args.tile_size else {}
-    codec_ = _make_codec(args, **options)
+    coder = _make_codec(args)
     failures = 0
     for source, target in _progress(jobs, args.quiet, "image"):
         try:
+            paths.check_source(source)
             paths.check_target(target, args.force)
             start = time.perf_counter()
-            with warnings.catch_warnings(record=True) as notes:
-                warnings.simplefilter("always")
-                data = codec_.encode(
-                    paths.read_input(source),
-                    quality=args.quality,
-                    lmbda=args.lmbda,
-                    layer_weights=args.layer_weights,
-                )
-            paths.write_output(target, data, args.force)
+            report = coder.encode_report(
+                paths.read_input(source),
+                quality=args.quality,
+                lmbda=args.lmbda,
+                layer_weights=args.layer_weights,
+            )
+            paths.write_output(target, report.data, args.force)
             seconds = time.perf_counter() - start
-            notes = [str(n.message) for n in notes if n.category is ConversionWarning]
-            _say(args, _encode_line(source, target, data, notes, seconds), target)
+            _say(args, _encode_line(source, target, report, seconds), target)
         except Exception as error:
             failures += _report_failure(args, source, error)
     return 1 if failures else 0
 
 
-def _encode_line(source, target, data: bytes, notes: list[str], seconds: float) -> str:
-    from codec import read_header
-
-    header = read_header(data)
-    bpp = 8 * len(data) / (header.width * header.height)
-    remarks = "".join(f" [{note}]" for note in notes)
+def _encode_line(source, target, report, seconds: float) -> str:
+    remarks = "".join(f" [{note}]" for note in report.notes)
     return (
         f"{paths.label(source)} -> {paths.label(target)}: "
-        f"{header.width}x{header.height}, "
-        f"{len(data):,} bytes, {bpp:.4f} bpp, {seconds:.2f} s{remarks}"
+        f"{report.width}x{report.height}, {len(report.data):,} bytes, "
+        f"{report.bpp:.4f} bpp, {seconds:.2f} s{remarks}"
     )
 
 
 def run_decode(args) -> int:
-    from codec.image_io import image_bytes
+    from ..codec.image_io import DEFAULT_OUTPUT_QUALITY, image_bytes
 
     jobs = paths.plan(args.inputs, args.output, ".png")
+    quality = args.output_quality
     codecs = {}
     failures = 0
     for source, target in _progress(jobs, args.quiet, "file"):
         try:
+            paths.check_source(source)
             paths.check_target(target, args.force)
             start = time.perf_counter()
             data = paths.read_bytes(source)
-            codec_ = _codec_for_file(args, data, codecs)
-            image = codec_.decode(data, layers=args.layers)
+            image = _codec_for_file(args, data, codecs).decode(data, layers=args.layers)
             name = None if target == paths.STDIO else target
-            paths.write_output(target, image_bytes(image, name), args.force)
-            layers = (
-                "all layers" if args.layers is None else f"top {args.layers} layers"
-            )
+            output = image_bytes(image, name, quality=quality or DEFAULT_OUTPUT_QUALITY)
+            paths.write_output(target, output, args.force)
             _say(
                 args,
                 f"{paths.label(source)} -> {paths.label(target)}: "
-                f"{image.width}x{image.height} "
-                f"{image.mode}, {layers}, {time.perf_counter() - start:.2f} s",
+                f"{image.width}x{image.height} {image.mode}, "
+                f"{_layers_phrase(args.layers)}, {time.perf_counter() - start:.2f} s",
                 target,
             )
         except Exception as error:
@@ -251,12 +260,21 @@ def run_decode(args) -> int:
     return 1 if failures else 0
 
 
+def _layers_phrase(layers: int | None) -> str:
+    if layers is None:
+        return "all layers"
+    return "top layer" if layers == 1 else f"top {layers} layers"
+
+
 def run_info(args) -> int:
     import json
 
-    from codec.summary import header_summary
+    from ..codec.summary import header_summary
 
-    summary = header_summary(paths.read_bytes(args.input))
+    try:
+        summary = header_summary(paths.read_bytes(args.input))
+    except Exception as error:
+        return _report_failure(args, args.input, error)
     if args.json:
         print(json.dumps(summary, indent=2))
     elif not args.quiet:
@@ -265,12 +283,9 @@ def run_info(args) -> int:
 
 
 def _format_info(summary: dict) -> str:
-    tiles = ""
-    if summary["tile_size"]:
-        tiles = f", {summary['tiles']} tiles of {summary['tile_size']} px"
     betas = ",".join(f"{b:g}" for b in summary["betas"])
     lines = [
-        f"image:   {summary['width']}x{summary['height']} {summary['mode']}{tiles}",
+        f"image:   {summary['width']}x{summary['height']} {summary['mode']}",
         f"model:   {summary['model']} ({summary['model_hash']})",
         f"rate:    lambda {summary['lmbda']:.6g}, layer weights {betas}",
         f"size:    {summary['total_bytes']:,} bytes, {summary['bpp']:.4f} bpp "
@@ -291,10 +306,11 @@ def run_demo(args) -> int:
     import tempfile
     from importlib.resources import files
 
-    from codec.image_io import image_bytes, write_atomic
-    from codec.metrics import psnr
+    from ..codec.image_io import image_bytes
+    from ..evaluation.metrics import psnr
+    from ..files import write_atomic
 
-    sample = files("codec") / "data" / "sample.png"
+    sample = files("hvae_compress.codec") / "data" / "sample.png"
     codec_ = _make_codec(args)
     start = time.perf_counter()
     report = codec_.encode_report(sample.read_bytes(), quality=args.quality)
@@ -323,17 +339,20 @@ def run_demo(args) -> int:
     return 0
 
 
-def _make_codec(args, model=None, **options):
-    import codec
+def _make_codec(args, model=None):
+    from .. import codec
 
+    options = {}
     if getattr(args, "max_pixels", None):
         options["max_pixels"] = args.max_pixels
+    if getattr(args, "tile_size", None) is not None:
+        options["tile_size"] = args.tile_size
     return codec.Codec(model or args.model, args.device, **options)
 
 
 def _codec_for_file(args, data: bytes, cache: dict):
     """Decoding uses --model, else the shipped model that the file names."""
-    from codec import shipped_model_for
+    from ..codec import shipped_model_for
 
     model = args.model or shipped_model_for(data)
     if model not in cache:
@@ -342,13 +361,21 @@ def _codec_for_file(args, data: bytes, cache: dict):
 
 
 def _report_failure(args, source: str, error: Exception) -> int:
+    """One line naming the input and what went wrong; the exit code 1."""
     if args.debug:
         raise error
-    print(f"{PROG}: error: {paths.label(source)}: {_describe(error)}", file=sys.stderr)
+    label, message = paths.label(source), _describe(error)
+    if message.startswith(f"{label}: "):  # library errors may name the file too
+        message = message[len(label) + 2 :]
+    print(f"{PROG}: error: {label}: {message}", file=sys.stderr)
     return 1
 
 
 def _describe(error: BaseException) -> str:
+    """The first line of an error's message ("No such file or directory" for an
+    OSError, whose str() repeats the file name)."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
     text = str(error) or type(error).__name__
     return text.splitlines()[0]
 

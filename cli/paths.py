@@ -19,38 +19,52 @@ def label(path: str | Path) -> str:
 def plan(inputs: list[str], output: str | None, suffix: str) -> list[tuple[str, str]]:
     """Pair every input with its output path (or '-' for stdout).
 
-    One input: ``output`` is a file, a folder, '-' or (None) the input's name
-    with ``suffix``. Several inputs: ``output`` is a folder (created if needed).
-    An input is never an output.
+    One input: ``output`` is a file, an existing folder, '-' or (None) the
+    input's name with ``suffix``. Several inputs: ``output`` is an existing
+    folder (as with cwebp, a mistyped file name never becomes a folder). An
+    input is never an output, and binary data never goes to a terminal.
     """
-    for source in inputs:
-        if source != STDIO and Path(source).is_dir():
-            raise UsageError(f"{source} is a directory, not a file")
     if len(inputs) > 1 and STDIO in inputs:
         raise UsageError("'-' (stdin) must be the only input")
     if len(inputs) > 1 and output == STDIO:
         raise UsageError("several inputs cannot all be written to stdout")
-    if len(inputs) > 1 and output is not None:
-        folder = Path(output)
-        if folder.exists() and not folder.is_dir():
-            raise UsageError(
-                f"with several inputs, -o must name a folder; {output} is a file"
-            )
-        folder.mkdir(parents=True, exist_ok=True)
+    if len(inputs) > 1 and output is not None and not Path(output).is_dir():
+        raise UsageError(
+            f"with several inputs, -o must name an existing folder; {output} is not one"
+        )
     jobs = [
         (source, _target(source, output, suffix, len(inputs) > 1)) for source in inputs
     ]
-    targets = [t for _, t in jobs if t != STDIO]
+    # A folder given as an input fails on its own (`check_source`), like a
+    # missing file: the other inputs are still processed.
+    jobs_with_files = [(s, t) for s, t in jobs if not _is_folder(s)]
+    targets = [t for _, t in jobs_with_files if t != STDIO]
     if len(set(map(_resolved, targets))) != len(targets):
         raise UsageError("two inputs would be written to the same output file")
     inputs_resolved = {_resolved(s) for s in inputs if s != STDIO}
-    for _, target in jobs:
+    for _, target in jobs_with_files:
         if target != STDIO and _resolved(target) in inputs_resolved:
             raise UsageError(f"refusing to overwrite the input {target}")
+    if any(t == STDIO for _, t in jobs) and sys.stdout.isatty():
+        raise UsageError(
+            "refusing to write binary data to a terminal; redirect stdout or give -o"
+        )
     return jobs
 
 
+def _is_folder(source: str) -> bool:
+    return source != STDIO and Path(source).is_dir()
+
+
+def check_source(source: str) -> None:
+    """Fail (for this input only) if it is a folder."""
+    if _is_folder(source):
+        raise IsADirectoryError(f"{source} is a directory")
+
+
 def _target(source: str, output: str | None, suffix: str, several: bool) -> str:
+    if _is_folder(source):
+        return source  # never written: check_source fails first
     if output is None:
         return STDIO if source == STDIO else str(Path(source).with_suffix(suffix))
     if output == STDIO:
@@ -74,10 +88,8 @@ def read_bytes(source: str) -> bytes:
     """The bytes of stdin or a file, with one-line errors."""
     if source == STDIO:
         return sys.stdin.buffer.read()
-    path = Path(source)
-    if path.is_dir():
-        raise IsADirectoryError(f"{source} is a directory")
-    return path.read_bytes()
+    check_source(source)
+    return Path(source).read_bytes()
 
 
 def check_target(target: str, force: bool) -> None:
@@ -91,6 +103,6 @@ def write_output(target: str, data: bytes, force: bool) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        from codec.image_io import write_atomic
+        from ..files import write_atomic
 
         write_atomic(target, data, overwrite=force)

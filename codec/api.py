@@ -13,12 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-import models
-from entropy import AnsBackend, CorruptStreamError, GaussianTables, build_tables
-
+from .. import models
+from ..entropy import AnsBackend, CorruptStreamError, GaussianTables, build_tables
 from .container import (
     HASH_BYTES,
     Header,
@@ -29,7 +27,6 @@ from .container import (
 )
 from .image_io import (
     DEFAULT_MAX_PIXELS,
-    SourceImage,
     decode_alpha,
     encode_alpha,
     load_image,
@@ -37,49 +34,25 @@ from .image_io import (
 )
 
 DEFAULT_QUALITY = 75
-DEFAULT_TILE_SIZE = 1024  # larger images are coded in tiles of this size
+# The networks run in tiles of this many pixels: it bounds memory (see
+# `models.tiling`) and does not change the file.
+DEFAULT_TILE_SIZE = 1024
 
 
 class ConversionWarning(UserWarning):
     """An input image was converted (e.g. 16 bits to 8) before encoding."""
 
 
-@dataclass(frozen=True)
-class Tile:
-    """A rectangle of the image, in pixels."""
-
-    top: int
-    left: int
-    height: int
-    width: int
-
-    @property
-    def region(self) -> tuple[slice, slice]:
-        """Index of the tile in an (H, W, ...) array."""
-        return slice(self.top, self.top + self.height), slice(
-            self.left, self.left + self.width
-        )
-
-
-def tile_grid(width: int, height: int, tile_size: int) -> list[Tile]:
-    """The tiles of an image, row-major; tile_size 0 means one tile."""
-    if tile_size == 0:
-        return [Tile(0, 0, height, width)]
-    return [
-        Tile(top, left, min(tile_size, height - top), min(tile_size, width - left))
-        for top in range(0, height, tile_size)
-        for left in range(0, width, tile_size)
-    ]
-
-
 @dataclass
 class EncodeReport:
-    """The encoded bytes with what an evaluation wants to know about them.
+    """The encoded bytes with what a user or an evaluation wants to know of them.
 
     Attributes:
         data: the ``.hvae`` file contents.
+        width, height: the image size in pixels.
         reconstruction: the encoder-side reconstruction (decoding ``data``
-            reproduces it exactly), or None if not requested.
+            reproduces it, exactly on the same machine and within +-1 per
+            pixel on any other), or None if not requested.
         estimated_bits: per layer, -log2 P of the symbols under the model's
             continuous prior: the rate the training loss sees.
         table_bits: per layer, -log2 P under the integer coding tables: the
@@ -88,10 +61,16 @@ class EncodeReport:
     """
 
     data: bytes
+    width: int
+    height: int
     reconstruction: Image.Image | None
     estimated_bits: list[float]
     table_bits: list[float]
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def bpp(self) -> float:
+        return 8 * len(self.data) / (self.width * self.height)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -133,31 +112,46 @@ def _weights_key(checkpoint: dict) -> str:
     return "ema_state_dict" if "ema_state_dict" in checkpoint else "state_dict"
 
 
-def _tables_of(checkpoint: dict) -> GaussianTables:
+def tables_for(config: models.HVAEConfig) -> GaussianTables:
+    """The coding tables of a model: one per scale of its scale grid."""
+    return build_tables(config.scale_min, config.scale_max, config.num_scales)
+
+
+def _tables_of(checkpoint: dict, config: models.HVAEConfig) -> GaussianTables:
     stored = checkpoint.get("entropy_tables")
-    if (
-        stored is None
-    ):  # a raw training checkpoint: build the (deterministic) tables now
-        return build_tables(scale_min=checkpoint["config"]["scale_min"])
-    return GaussianTables.from_arrays({k: v.numpy() for k, v in stored.items()})
+    if stored is None:  # a raw training checkpoint: build the tables now
+        return tables_for(config)
+    tables = GaussianTables.from_arrays({k: v.numpy() for k, v in stored.items()})
+    if tables.num_tables != config.num_scales:
+        raise ValueError("the stored entropy tables do not match the model's scales")
+    return tables
+
+
+def _shipped_dtype(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """fp16 for the float network; the exact scale network keeps its numbers."""
+    if tensor.is_floating_point() and not name.startswith("scale_network."):
+        return tensor.half()
+    return tensor
 
 
 def export_model(
     checkpoint_path: str | os.PathLike, out_path: str | os.PathLike
 ) -> None:
-    """Freeze a training checkpoint for coding: EMA weights in fp16, integer tables.
+    """Freeze a training checkpoint for coding: EMA weights, integer tables.
 
-    The result is what the package ships: small, and carrying the probability
-    tables so decoders never recompute them from floats.
+    The result is what the package ships: small (the float network in fp16),
+    and carrying the probability tables so decoders never recompute them from
+    floats. The exact scale network stays float32, its weights on their grids.
     """
     checkpoint = models.read_checkpoint(checkpoint_path)
-    weights = checkpoint[_weights_key(checkpoint)]
-    tables = build_tables(scale_min=checkpoint["config"]["scale_min"])
+    network = models.model_from_checkpoint(checkpoint, _weights_key(checkpoint))
+    network.refresh_grids()
+    tables = tables_for(network.config)
     frozen = {
         "format": checkpoint["format"],
         "config": checkpoint["config"],
         "state_dict": {
-            k: v.half() if v.is_floating_point() else v for k, v in weights.items()
+            k: _shipped_dtype(k, v) for k, v in network.state_dict().items()
         },
         "step": checkpoint["step"],
         "rate_range": checkpoint["rate_range"],
@@ -172,7 +166,7 @@ def export_model(
 def _load(model) -> tuple[models.HierarchicalVAE, GaussianTables, bytes]:
     """A model name, path or instance -> (network, coding tables, fingerprint)."""
     if isinstance(model, models.HierarchicalVAE):
-        tables = build_tables(scale_min=model.config.scale_min)
+        tables = tables_for(model.config)
         fingerprint = model_fingerprint(model.state_dict(), tables)
         # A copy: moving it to a device or memory format must not touch the caller's.
         return copy.deepcopy(model).eval(), tables, fingerprint
@@ -183,8 +177,8 @@ def _load(model) -> tuple[models.HierarchicalVAE, GaussianTables, bytes]:
         path = models.weights_path(str(model))
     checkpoint = models.read_checkpoint(path)
     key = _weights_key(checkpoint)
-    tables = _tables_of(checkpoint)
     network = models.model_from_checkpoint(checkpoint, key)
+    tables = _tables_of(checkpoint, network.config)
     return network, tables, model_fingerprint(checkpoint[key], tables)
 
 
@@ -195,9 +189,9 @@ class Codec:
         model: a shipped model name (default: the shipped ``base`` model), a path
             to a checkpoint, or a `models.HierarchicalVAE` instance.
         device: "cpu", "cuda" or "auto"/None (a GPU when there is one).
-        tile_size: images wider or taller than this are coded in independent
-            tiles of this size (a multiple of the model's top stride), which
-            bounds memory; 0 codes every image whole.
+        tile_size: the networks process large images in tiles of this many
+            pixels (a multiple of the model's top stride), which bounds memory
+            without changing the file; 0 processes every image whole.
         max_pixels: the largest image accepted, on input and in headers.
 
     A Codec is safe to share between threads.
@@ -230,41 +224,31 @@ class Codec:
 
     # --- rate settings -------------------------------------------------------------
 
-    def rate_settings(
+    def rate_codes(
         self, quality=None, lmbda=None, layer_weights=None
-    ) -> tuple[float, tuple[float, ...]]:
-        """Resolve quality / lmbda / layer weights to checked (lmbda, betas)."""
+    ) -> tuple[int, ...]:
+        """Resolve quality / lmbda / layer weights to the model's rate codes.
+
+        Returns the lambda code, then one beta code per layer (top first): the
+        nearest points of the model's grids, which is what the file records.
+        """
         config = self.config
         if quality is not None and lmbda is not None:
             raise ValueError("give a quality or a lambda, not both")
         if lmbda is None:
-            lmbda = config.lmbda_for_quality(
-                DEFAULT_QUALITY if quality is None else quality
-            )
-        elif not config.lmbda_min <= lmbda <= config.lmbda_max:
-            raise ValueError(
-                f"lambda must lie in the trained range [{config.lmbda_min:g}, "
-                f"{config.lmbda_max:g}], got {lmbda:g}"
-            )
+            code = config.quality_code(DEFAULT_QUALITY if quality is None else quality)
+        else:
+            code = config.lmbda_code(lmbda)
         num_layers = config.num_latent_layers
-        betas = (
-            (1.0,) * num_layers
-            if layer_weights is None
-            else tuple(map(float, layer_weights))
-        )
+        betas = [1.0] * num_layers if layer_weights is None else list(layer_weights)
         if len(betas) != num_layers:
             raise ValueError(
                 f"layer weights need {num_layers} values (top first), got {len(betas)}"
             )
-        if not all(config.beta_min <= b <= config.beta_max for b in betas):
-            raise ValueError(
-                f"layer weights must lie in [{config.beta_min:g}, {config.beta_max:g}]"
-            )
-        return _float32(lmbda), tuple(map(_float32, betas))
+        return (code, *(config.beta_code(float(b)) for b in betas))
 
-    def _condition(self, lmbda: float, betas) -> tuple[torch.Tensor, torch.Tensor]:
-        lmbda_t = torch.tensor([lmbda], device=self.device)
-        return lmbda_t, torch.tensor([betas], device=self.device)
+    def _rate_tensor(self, codes: tuple[int, ...]) -> torch.Tensor:
+        return torch.tensor([codes], dtype=torch.int64, device=self.device)
 
     # --- encoding --------------------------------------------------------------------
 
@@ -295,94 +279,70 @@ class Codec:
         return self._encode(image, quality, lmbda, layer_weights, reconstruct, True)
 
     def _encode(self, image, quality, lmbda, layer_weights, reconstruct, stats):
-        lmbda, betas = self.rate_settings(quality, lmbda, layer_weights)
+        codes = self.rate_codes(quality, lmbda, layer_weights)
         source = load_image(image, self.max_pixels)
-        tile_size = self._tile_size_for(source)
-        tiles = tile_grid(source.width, source.height, tile_size)
-        pixels = np.empty_like(source.rgb) if reconstruct else None
-        coded = []
-        for tile in tiles:
-            tile_pixels = source.rgb[tile.region]
-            coded.append(
-                self._encode_tile(tile_pixels, lmbda, betas, reconstruct, stats)
+        with models.exact_mode(self.device):
+            out = self.model.compress(
+                self._pixels(source.rgb),
+                self._rate_tensor(codes),
+                reconstruct,
+                self.tile_size or None,
             )
-            if reconstruct:
-                pixels[tile.region] = _to_uint8(coded[-1]["x_hat"], tile)
+        streams, estimated, table_bits = [], [], []
+        layers = zip(out["symbols"], out["indexes"], out["scales"], strict=True)
+        for symbols, indexes, scales in layers:
+            symbols_np, indexes_np = symbols.cpu().numpy(), indexes.cpu().numpy()
+            streams.append(self.backend.encode(symbols_np, indexes_np))
+            if stats:
+                estimated.append(_estimated_bits(symbols, scales))
+                table_bits.append(self.tables.information_bits(symbols_np, indexes_np))
         header = Header(
             mode=source.mode,
             width=source.width,
             height=source.height,
-            tile_size=tile_size,
             model_name=self.name,
             model_hash=self.fingerprint,
-            lmbda=lmbda,
-            betas=betas,
-            layers=self._layer_records(tiles),
+            lmbda_code=codes[0],
+            lmbda=_float32(self.config.lmbda_of(codes[0])),
+            beta_codes=codes[1:],
+            layers=self._layer_records(source.width, source.height),
         )
         alpha = encode_alpha(source.alpha) if source.alpha is not None else b""
-        streams = _per_layer([c["streams"] for c in coded])
-        data = write_container(header, streams, source.icc_profile, alpha)
+        data = write_container(header, streams, source.icc_profile, alpha, source.exif)
         reconstruction = None
         if reconstruct:
+            rgb = _cropped(out["pixels"], source.height, source.width)
             reconstruction = to_pil(
-                pixels, source.mode, source.alpha, source.icc_profile
+                rgb, source.mode, source.alpha, source.icc_profile, source.exif
             )
         return EncodeReport(
             data,
+            source.width,
+            source.height,
             reconstruction,
-            [sum(bits) for bits in _per_layer([c["estimated_bits"] for c in coded])],
-            [sum(bits) for bits in _per_layer([c["table_bits"] for c in coded])],
+            estimated,
+            table_bits,
             source.notes,
         )
 
-    def _encode_tile(self, pixels, lmbda, betas, reconstruct, stats) -> dict:
-        """One tile -> its per-layer streams (and bit counts, x_hat if asked)."""
-        x = self._to_tensor(pixels)
-        out = self.model.compress(x, *self._condition(lmbda, betas), reconstruct)
-        coded = {"streams": [], "estimated_bits": [], "table_bits": []}
-        coded["x_hat"] = out["x_hat"]
-        for symbols, scales in zip(out["symbols"], out["scales"], strict=True):
-            symbols_np = symbols.cpu().numpy()
-            indexes = self.tables.indexes(scales.cpu().numpy())
-            coded["streams"].append(self.backend.encode(symbols_np, indexes))
-            if stats:
-                coded["estimated_bits"].append(_estimated_bits(symbols, scales))
-                bits = self.tables.information_bits(symbols_np, indexes)
-                coded["table_bits"].append(bits)
-        return coded
+    def _pixels(self, rgb: np.ndarray) -> torch.Tensor:
+        """(h, w, 3) uint8 -> (1, 3, H, W) uint8, edge-padded to the top stride."""
+        stride = self.config.top_stride
+        height, width = rgb.shape[:2]
+        padding = ((0, -height % stride), (0, -width % stride), (0, 0))
+        padded = np.pad(rgb, padding, mode="edge")
+        return torch.from_numpy(padded).to(self.device).permute(2, 0, 1)[None]
 
-    def _tile_size_for(self, source: SourceImage) -> int:
-        fits = source.width <= self.tile_size and source.height <= self.tile_size
-        return 0 if self.tile_size == 0 or fits else self.tile_size
-
-    def _to_tensor(self, pixels: np.ndarray) -> torch.Tensor:
-        """(h, w, 3) uint8 -> (1, 3, H, W) in [0, 1], edge-padded to the stride."""
-        x = (
-            torch.tensor(pixels, device=self.device).permute(2, 0, 1)[None].float()
-            / 255
+    def _layer_records(self, width: int, height: int) -> tuple[LayerRecord, ...]:
+        """Latent shapes of an image: its padded size over each layer's stride."""
+        stride = self.config.top_stride
+        rows, cols = math.ceil(height / stride), math.ceil(width / stride)
+        return tuple(
+            LayerRecord(channels, rows * stride // s, cols * stride // s)
+            for channels, s in zip(
+                self.config.layer_channels(), self.config.layer_strides(), strict=True
+            )
         )
-        stride = self.config.top_stride
-        height, width = pixels.shape[:2]
-        x = F.pad(x, (0, -width % stride, 0, -height % stride), mode="replicate")
-        return x.contiguous(memory_format=torch.channels_last)
-
-    def _layer_records(self, tiles: list[Tile]) -> tuple[LayerRecord, ...]:
-        """Expected latent shapes, summed over the tile rows and columns."""
-        stride = self.config.top_stride
-        row_tiles = [t for t in tiles if t.left == 0]
-        col_tiles = [t for t in tiles if t.top == 0]
-        records = []
-        for channels, layer_stride in zip(
-            self.config.layer_channels(), self.config.layer_strides(), strict=True
-        ):
-            rows = sum(
-                math.ceil(t.height / stride) * stride // layer_stride for t in row_tiles
-            )
-            cols = sum(
-                math.ceil(t.width / stride) * stride // layer_stride for t in col_tiles
-            )
-            records.append(LayerRecord(channels, rows, cols, 0, ()))
-        return tuple(records)
 
     # --- decoding --------------------------------------------------------------------
 
@@ -404,19 +364,27 @@ class Codec:
         container = read_container(data, layers, self.max_pixels)
         header = container.header
         self._check_compatible(header)
-        tiles = tile_grid(header.width, header.height, header.tile_size)
         used = num_layers if layers is None else layers
-        rgb = np.empty((header.height, header.width, 3), np.uint8)
-        for t, tile in enumerate(tiles):
-            tile_streams = [
-                s[t] if s is not None and i < used else None
-                for i, s in enumerate(container.layer_streams)
-            ]
-            rgb[tile.region] = self._decode_tile(tile, tile_streams, header)
+        streams = container.layer_streams
+
+        def read_symbols(layer: int, indexes: torch.Tensor):
+            if layer >= used or streams[layer] is None:
+                return None
+            symbols = self.backend.decode(streams[layer], indexes.cpu().numpy())
+            return torch.from_numpy(symbols).to(self.device)
+
+        stride = self.config.top_stride
+        grid = (math.ceil(header.height / stride), math.ceil(header.width / stride))
+        rate = self._rate_tensor(header.rate_codes)
+        with models.exact_mode(self.device):
+            out = self.model.decompress(
+                grid, rate, read_symbols, self.tile_size or None
+            )
+        rgb = _cropped(out["pixels"], header.height, header.width)
         alpha = None
         if header.mode.endswith("A"):
             alpha = decode_alpha(container.alpha_png, (header.width, header.height))
-        return to_pil(rgb, header.mode, alpha, container.icc_profile)
+        return to_pil(rgb, header.mode, alpha, container.icc_profile, container.exif)
 
     def _check_compatible(self, header: Header) -> None:
         if header.model_name != self.name or header.model_hash != self.fingerprint:
@@ -425,40 +393,18 @@ class Codec:
                 f"({header.model_hash.hex()}), "
                 f"this codec holds {self.name!r} ({self.fingerprint.hex()})"
             )
-        if header.tile_size % self.config.top_stride:
-            raise CorruptStreamError(
-                f"tile size {header.tile_size} is not a multiple of the model's stride"
-            )
-        tiles = tile_grid(header.width, header.height, header.tile_size)
-        expected = self._layer_records(tiles)
+        expected = self._layer_records(header.width, header.height)
         found = [(r.channels, r.rows, r.cols) for r in header.layers]
         if found != [(r.channels, r.rows, r.cols) for r in expected]:
             raise CorruptStreamError(
                 "latent layer shapes do not match the image size and model"
             )
-
-    def _decode_tile(
-        self, tile: Tile, streams: list[bytes | None], header: Header
-    ) -> np.ndarray:
-        stride = self.config.top_stride
-        grid = (math.ceil(tile.height / stride), math.ceil(tile.width / stride))
-
-        def read_symbols(layer: int, scales: torch.Tensor):
-            if streams[layer] is None:
-                return None
-            indexes = self.tables.indexes(scales.cpu().numpy())
-            symbols = self.backend.decode(streams[layer], indexes)
-            return torch.from_numpy(symbols).to(self.device)
-
-        out = self.model.decompress(
-            grid, *self._condition(header.lmbda, header.betas), read_symbols
-        )
-        return _to_uint8(out["x_hat"], tile)
-
-
-def _per_layer(per_tile: list[list]) -> list[list]:
-    """[tile][layer] -> [layer][tile]."""
-    return [list(layer) for layer in zip(*per_tile, strict=True)]
+        low, high = self.config.beta_code_range
+        lmbda_code, *beta_codes = header.rate_codes
+        if not 0 <= lmbda_code <= models.LMBDA_CODES or not all(
+            low <= code <= high for code in beta_codes
+        ):
+            raise CorruptStreamError("rate settings outside the model's range")
 
 
 def _float32(value: float) -> float:
@@ -474,10 +420,9 @@ def _estimated_bits(symbols: torch.Tensor, scales: torch.Tensor) -> float:
     )
 
 
-def _to_uint8(x_hat: torch.Tensor, tile: Tile) -> np.ndarray:
-    """(1, 3, H, W) float -> (h, w, 3) uint8, cropped to the tile."""
-    pixels = x_hat[0, :, : tile.height, : tile.width].clamp(0, 1).mul(255).round()
-    return pixels.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+def _cropped(pixels: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """(1, 3, H, W) uint8 -> (height, width, 3), the image without its padding."""
+    return pixels[0, :, :height, :width].permute(1, 2, 0).cpu().numpy()
 
 
 # --- module-level convenience functions --------------------------------------------

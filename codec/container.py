@@ -1,54 +1,68 @@
 """The ``.hvae`` container: a header, then one entropy-coded stream per latent layer.
 
-Byte layout, version 1. All integers are unsigned big-endian; floats are IEEE
-754 binary32, big-endian.
+Byte layout, version 2. All integers are big-endian and unsigned unless marked
+signed; floats are IEEE 754 binary32, big-endian.
 
 ====================  =========  ==============================================
 field                 size       meaning
 ====================  =========  ==============================================
 magic                 4          ``b"HVAE"``
-version               1          format version (1)
+version               1          format version (2)
 mode                  1          0 = RGB, 1 = L (gray), 2 = RGBA, 3 = LA
 width, height         4 + 4      image size in pixels
-tile_size             4          tile edge in pixels; 0 = the image is one tile
 name_length           1          length n of the model name
 model_name            n          UTF-8
 model_hash            8          first 8 bytes of the SHA-256 of the weights
-lmbda                 4          float32, the rate-distortion trade-off
+lmbda_code            2          the rate-distortion trade-off lambda as a code
+                                 of the model's lambda grid (`models.config`)
+lmbda                 4          float32, the lambda of that code (for display)
 num_layers            1          L, the number of latent layers
-betas                 4 L        float32 per-layer rate weights, top layer first
+beta_codes            L          signed, per-layer rate weight codes, top layer
+                                 first: beta_l = 2 ** (code / 16)
 icc_length, icc_crc   4 + 4      ICC profile bytes (0 if none) and their CRC-32
 alpha_length,         4 + 4      alpha plane as PNG bytes (0 if none), CRC-32
 alpha_crc
+exif_length,          4 + 4      EXIF data (0 if none; the orientation tag is
+exif_crc                         reset, the pixels being upright), CRC-32
 layer records         L times    top layer first, each:
   channels            2            latent channels
-  rows, cols          4 + 4        latent height and width, summed over tiles
-  crc                 4            CRC-32 of the layer's payload
-  tile_lengths        4 T          stream length of every tile, row-major;
-                                   T = ceil(height / tile) * ceil(width / tile)
+  rows, cols          4 + 4        latent height and width
+  length              4            bytes of the layer's stream
+  crc                 4            CRC-32 of the layer's stream
 header_crc            4          CRC-32 of every header byte before it
-payloads                         ICC bytes, alpha bytes, then layer 0 (all
-                                 tiles), layer 1, ..., layer L-1
+payloads                         ICC, alpha and EXIF bytes, then the streams
+                                 of layer 0, layer 1, ..., layer L-1
 ====================  =========  ==============================================
 
 The top layer comes first, so a file whose tail is cut off still holds the
 coarse layers: `read_container` can return the complete leading layers for a
 progressive decode. Nothing is pickled; every length is checked against the
 data before use, and every failure raises `CorruptStreamError`.
+
+Every image is one piece, whatever its size: the networks run tile by tile
+only to bound memory (`models.tiling`), which does not change the streams.
+The rate settings are integer codes because the decoder's exact scale network
+(`models.scales`) takes them as input: a float would have to be turned into
+the network's input by a logarithm, whose last bit differs between machines.
+Version 1 (hvae-compress 0.1) stored float rate settings, took its coding
+tables from float computations and coded large images in independent tiles;
+its files are refused with a message naming the version.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import struct
 import zlib
 from dataclasses import dataclass
 
-from entropy import CorruptStreamError
+from ..entropy.errors import CorruptStreamError
 
 MAGIC = b"HVAE"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# beta = 2 ** (code / 16), the grid of models.config (a test checks they agree);
+# read here without importing the model, so that reading a header stays light.
+BETA_CODES_PER_OCTAVE = 16
 MODES = ("RGB", "L", "RGBA", "LA")
 MAX_LAYERS = 64
 HASH_BYTES = 8
@@ -56,17 +70,13 @@ HASH_BYTES = 8
 
 @dataclass(frozen=True)
 class LayerRecord:
-    """Shape and stream sizes of one latent layer."""
+    """Shape and stream size of one latent layer."""
 
     channels: int
     rows: int
     cols: int
-    crc: int
-    tile_lengths: tuple[int, ...]
-
-    @property
-    def num_bytes(self) -> int:
-        return sum(self.tile_lengths)
+    num_bytes: int = 0
+    crc: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,27 +86,37 @@ class Header:
     mode: str
     width: int
     height: int
-    tile_size: int
     model_name: str
     model_hash: bytes
+    lmbda_code: int
     lmbda: float
-    betas: tuple[float, ...]
+    beta_codes: tuple[int, ...]
     layers: tuple[LayerRecord, ...]
     icc_length: int = 0
     icc_crc: int = 0
     alpha_length: int = 0
     alpha_crc: int = 0
+    exif_length: int = 0
+    exif_crc: int = 0
     header_bytes: int = 0  # filled in by the reader
 
     @property
-    def num_tiles(self) -> int:
-        return tile_count(self.width, self.height, self.tile_size)
+    def betas(self) -> tuple[float, ...]:
+        return tuple(2 ** (code / BETA_CODES_PER_OCTAVE) for code in self.beta_codes)
+
+    @property
+    def rate_codes(self) -> tuple[int, ...]:
+        """The lambda code, then the beta codes: the model's rate input."""
+        return (self.lmbda_code, *self.beta_codes)
+
+    @property
+    def metadata_bytes(self) -> int:
+        """The ICC profile, alpha plane and EXIF data between header and streams."""
+        return self.icc_length + self.alpha_length + self.exif_length
 
     @property
     def payload_bytes(self) -> int:
-        return (
-            self.icc_length + self.alpha_length + sum(r.num_bytes for r in self.layers)
-        )
+        return self.metadata_bytes + sum(r.num_bytes for r in self.layers)
 
     @property
     def total_bytes(self) -> int:
@@ -108,50 +128,40 @@ class Container:
     """A parsed file: the header and the payloads (None for a layer cut off)."""
 
     header: Header
-    layer_streams: tuple[tuple[bytes, ...] | None, ...]  # [layer][tile]
+    layer_streams: tuple[bytes | None, ...]
     icc_profile: bytes
     alpha_png: bytes
-
-
-def tile_count(width: int, height: int, tile_size: int) -> int:
-    if tile_size == 0:
-        return 1
-    return math.ceil(width / tile_size) * math.ceil(height / tile_size)
+    exif: bytes
 
 
 def write_container(
     header: Header,
-    layer_streams: list[list[bytes]],
+    layer_streams: list[bytes],
     icc_profile: bytes = b"",
     alpha_png: bytes = b"",
+    exif: bytes = b"",
 ) -> bytes:
     """Serialize a header (its lengths and CRCs are recomputed here) and payloads."""
     records = [
-        LayerRecord(
-            r.channels, r.rows, r.cols, zlib.crc32(b"".join(s)), tuple(map(len, s))
-        )
+        LayerRecord(r.channels, r.rows, r.cols, len(s), zlib.crc32(s))
         for r, s in zip(header.layers, layer_streams, strict=True)
     ]
     name = header.model_name.encode()
     out = bytearray(MAGIC)
     out += struct.pack(">BB", FORMAT_VERSION, MODES.index(header.mode))
-    out += struct.pack(">III", header.width, header.height, header.tile_size)
+    out += struct.pack(">II", header.width, header.height)
     out += struct.pack(">B", len(name)) + name + header.model_hash
-    out += struct.pack(">fB", header.lmbda, len(records))
-    out += struct.pack(f">{len(records)}f", *header.betas)
+    out += struct.pack(">HfB", header.lmbda_code, header.lmbda, len(records))
+    out += struct.pack(f">{len(records)}b", *header.beta_codes)
     out += struct.pack(">II", len(icc_profile), zlib.crc32(icc_profile))
     out += struct.pack(">II", len(alpha_png), zlib.crc32(alpha_png))
-    for record in records:
-        if len(record.tile_lengths) != header.num_tiles:
-            raise ValueError("one stream per tile is needed for every layer")
-        out += struct.pack(
-            ">HIII", record.channels, record.rows, record.cols, record.crc
-        )
-        out += struct.pack(f">{header.num_tiles}I", *record.tile_lengths)
+    out += struct.pack(">II", len(exif), zlib.crc32(exif))
+    for r in records:
+        out += struct.pack(">HIIII", r.channels, r.rows, r.cols, r.num_bytes, r.crc)
     out += struct.pack(">I", zlib.crc32(out))
-    out += icc_profile + alpha_png
-    for streams in layer_streams:
-        out += b"".join(streams)
+    out += icc_profile + alpha_png + exif
+    for stream in layer_streams:
+        out += stream
     return bytes(out)
 
 
@@ -186,12 +196,10 @@ def read_header(data: bytes, max_pixels: int | None = None) -> Header:
         raise CorruptStreamError("not an .hvae file (wrong magic number)")
     version, mode = reader.unpack("BB", "header")
     if version != FORMAT_VERSION:
-        raise CorruptStreamError(
-            f"unsupported .hvae format version {version} (reader: {FORMAT_VERSION})"
-        )
+        raise CorruptStreamError(_version_message(version))
     if mode >= len(MODES):
         raise CorruptStreamError(f"unknown image mode {mode}")
-    width, height, tile_size = reader.unpack("III", "header")
+    width, height = reader.unpack("II", "header")
     if width == 0 or height == 0:
         raise CorruptStreamError(f"impossible image size {width}x{height}")
     if max_pixels is not None and width * height > max_pixels:
@@ -204,21 +212,17 @@ def read_header(data: bytes, max_pixels: int | None = None) -> Header:
     except UnicodeDecodeError:
         raise CorruptStreamError("model name is not valid UTF-8") from None
     model_hash = reader.take(HASH_BYTES, "model hash")
-    lmbda, num_layers = reader.unpack("fB", "header")
+    lmbda_code, lmbda, num_layers = reader.unpack("HfB", "header")
     if not 0 < num_layers <= MAX_LAYERS:
         raise CorruptStreamError(f"impossible number of latent layers {num_layers}")
-    betas = reader.unpack(f"{num_layers}f", "rate settings")
-    if not all(math.isfinite(v) and v > 0 for v in (lmbda, *betas)):
-        raise CorruptStreamError("rate settings are not positive finite numbers")
+    beta_codes = reader.unpack(f"{num_layers}b", "rate settings")
+    if not (math.isfinite(lmbda) and lmbda > 0):
+        raise CorruptStreamError("lambda is not a positive finite number")
     icc_length, icc_crc, alpha_length, alpha_crc = reader.unpack("IIII", "header")
-    num_tiles = tile_count(width, height, tile_size)
-    if num_tiles * num_layers * 4 > len(data):
-        raise CorruptStreamError(f"file too short for {num_tiles} tiles")
-    layers = []
-    for _ in range(num_layers):
-        channels, rows, cols, crc = reader.unpack("HIII", "layer records")
-        lengths = reader.unpack(f"{num_tiles}I", "layer records")
-        layers.append(LayerRecord(channels, rows, cols, crc, lengths))
+    exif_length, exif_crc = reader.unpack("II", "header")
+    layers = tuple(
+        LayerRecord(*reader.unpack("HIIII", "layer records")) for _ in range(num_layers)
+    )
     (header_crc,) = struct.unpack(">I", reader.take(4, "header checksum"))
     if zlib.crc32(data[: reader.pos - 4]) != header_crc:
         raise CorruptStreamError("header checksum mismatch (damaged header)")
@@ -226,18 +230,29 @@ def read_header(data: bytes, max_pixels: int | None = None) -> Header:
         MODES[mode],
         width,
         height,
-        tile_size,
         model_name,
         model_hash,
+        lmbda_code,
         lmbda,
-        betas,
-        tuple(layers),
+        beta_codes,
+        layers,
         icc_length,
         icc_crc,
         alpha_length,
         alpha_crc,
+        exif_length,
+        exif_crc,
         reader.pos,
     )
+
+
+def _version_message(version: int) -> str:
+    if version == 1:
+        return (
+            ".hvae format version 1 (hvae-compress 0.1, not portable between "
+            f"machines) is no longer read; this version reads format {FORMAT_VERSION}"
+        )
+    return f"unsupported .hvae format version {version} (reader: {FORMAT_VERSION})"
 
 
 def read_container(
@@ -264,19 +279,17 @@ def read_container(
     alpha = _checked(
         reader.take(header.alpha_length, "alpha plane"), header.alpha_crc, "alpha plane"
     )
+    exif = _checked(
+        reader.take(header.exif_length, "EXIF data"), header.exif_crc, "EXIF data"
+    )
     streams = []
     for index, record in enumerate(header.layers):
         if index >= required and reader.pos + record.num_bytes > len(data):
             streams += [None] * (len(header.layers) - index)
             break
-        payload = _checked(
-            reader.take(record.num_bytes, f"stream of layer {index}"),
-            record.crc,
-            f"layer {index}",
-        )
-        offsets = [0, *itertools.accumulate(record.tile_lengths)]
-        streams.append(tuple(payload[a:b] for a, b in itertools.pairwise(offsets)))
-    return Container(header, tuple(streams), icc, alpha)
+        stream = reader.take(record.num_bytes, f"stream of layer {index}")
+        streams.append(_checked(stream, record.crc, f"layer {index}"))
+    return Container(header, tuple(streams), icc, alpha, exif)
 
 
 def _checked(payload: bytes, crc: int, what: str) -> bytes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ class SourceImage:
     alpha: np.ndarray | None = None  # (H, W) uint8
     icc_profile: bytes = b""
     notes: list[str] = field(default_factory=list)
+    exif: bytes = b""  # with the orientation tag reset: the pixels are upright
 
     @property
     def width(self) -> int:
@@ -49,7 +49,8 @@ class SourceImage:
 def load_image(image, max_pixels: int = DEFAULT_MAX_PIXELS) -> SourceImage:
     """A path, file bytes, PIL image or uint8/uint16 numpy array -> `SourceImage`.
 
-    EXIF orientation is applied; the ICC profile is kept.
+    EXIF orientation is applied; the ICC profile and the EXIF data (with the
+    orientation reset, as cwebp -metadata does) are kept.
 
     Raises:
         ImageReadError: unreadable or corrupt file, unsupported array, or more
@@ -167,7 +168,20 @@ def _rescale_colour_key(image: Image.Image, bit_depth: int) -> None:
         image.info["transparency"] = tuple(k >> 8 for k in key)
 
 
+EXIF_ORIENTATION = 0x0112
+
+
 def _from_pil(image: Image.Image) -> SourceImage:
+    source = _planes_from_pil(image)
+    exif = image.getexif()
+    if exif:
+        if EXIF_ORIENTATION in exif:
+            exif[EXIF_ORIENTATION] = 1
+        source.exif = exif.tobytes()
+    return source
+
+
+def _planes_from_pil(image: Image.Image) -> SourceImage:
     icc = image.info.get("icc_profile") or b""
     notes = []
     image = ImageOps.exif_transpose(image)
@@ -183,7 +197,7 @@ def _from_pil(image: Image.Image) -> SourceImage:
         hidden = np.all(pixels.reshape(*pixels.shape[:2], -1) == key, axis=-1)
         opaque = image.copy()
         del opaque.info["transparency"]
-        source = _from_pil(opaque)
+        source = _planes_from_pil(opaque)
         source.mode = "RGBA" if source.mode == "RGB" else "LA"
         source.alpha = np.where(hidden, 0, 255).astype(np.uint8)
         source.notes.insert(0, "transparent colour key converted to an alpha plane")
@@ -255,6 +269,7 @@ def to_pil(
     mode: str,
     alpha: np.ndarray | None = None,
     icc_profile: bytes = b"",
+    exif: bytes = b"",
 ) -> Image.Image:
     """Decoded RGB planes (and alpha) -> a PIL image in the original mode."""
     image = Image.fromarray(rgb, "RGB")
@@ -264,6 +279,8 @@ def to_pil(
         image.putalpha(Image.fromarray(alpha, "L"))
     if icc_profile:
         image.info["icc_profile"] = icc_profile
+    if exif:
+        image.info["exif"] = exif
     return image
 
 
@@ -275,7 +292,7 @@ def encode_alpha(alpha: np.ndarray) -> bytes:
 
 
 def decode_alpha(data: bytes, size: tuple[int, int]) -> np.ndarray:
-    from entropy import CorruptStreamError
+    from ..entropy.errors import CorruptStreamError
 
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -289,10 +306,23 @@ def decode_alpha(data: bytes, size: tuple[int, int]) -> np.ndarray:
         raise CorruptStreamError("alpha plane is not a valid PNG") from None
 
 
+# Output formats that carry EXIF data, and the lossy ones that take a quality.
+EXIF_FORMATS = {"PNG", "JPEG", "WEBP", "AVIF", "TIFF"}
+LOSSY_FORMATS = {"JPEG", "WEBP", "AVIF"}
+DEFAULT_OUTPUT_QUALITY = 95
+
+
 def image_bytes(
-    image: Image.Image, path: str | os.PathLike | None, default_format: str = "PNG"
+    image: Image.Image,
+    path: str | os.PathLike | None,
+    default_format: str = "PNG",
+    quality: int = DEFAULT_OUTPUT_QUALITY,
 ) -> bytes:
-    """Serialize an image in the format its file name implies (PNG by default)."""
+    """Serialize an image in the format its file name implies (PNG by default).
+
+    Lossy formats (JPEG, WebP, AVIF) are written at ``quality``; the ICC
+    profile and EXIF data go along where the format can hold them.
+    """
     image_format = default_format
     if path is not None and Path(path).suffix:
         extension = Path(path).suffix.lower()
@@ -301,75 +331,18 @@ def image_bytes(
             raise ValueError(f"unknown image format for output file {path}")
     if image_format in ("JPEG", "BMP", "PPM") and image.mode in ("RGBA", "LA"):
         image = image.convert(image.mode[:-1])  # these formats cannot store alpha
+    options = {}
+    if "icc_profile" in image.info:
+        options["icc_profile"] = image.info["icc_profile"]
+    if image.info.get("exif") and image_format in EXIF_FORMATS:
+        options["exif"] = image.info["exif"]
+    if image_format in LOSSY_FORMATS:
+        options["quality"] = round(quality)
     buffer = io.BytesIO()
-    save_options = (
-        {"icc_profile": image.info["icc_profile"]}
-        if "icc_profile" in image.info
-        else {}
-    )
     try:
-        image.save(buffer, format=image_format, **save_options)
+        image.save(buffer, format=image_format, **options)
     except (OSError, KeyError, ValueError) as error:
         raise ValueError(
             f"cannot write {image.mode} image as {image_format}: {error}"
         ) from None
     return buffer.getvalue()
-
-
-def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> None:
-    """Write a file so that no crash, kill or error leaves a partial file behind.
-
-    The bytes go to an unnamed temporary file in the destination folder
-    (O_TMPFILE, which vanishes with the process if it is killed), which is
-    linked into place only when complete. Where the file system has no
-    O_TMPFILE, a hidden named temporary file is renamed into place instead.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists (use --force to overwrite)")
-    folder = path.parent
-    try:
-        fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o644)
-    except (AttributeError, OSError):
-        fd = None
-    if fd is None:
-        return _write_via_named_temporary(path, data)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-        staging = folder / f".{path.name}.{os.getpid()}.part"
-        _link_unnamed(f.fileno(), staging)
-    try:
-        os.replace(staging, path)
-    except BaseException:
-        staging.unlink(missing_ok=True)
-        raise
-
-
-def _link_unnamed(fd: int, target: Path) -> None:
-    """Give an O_TMPFILE file a name (linkat with AT_SYMLINK_FOLLOW on /proc/self/fd).
-
-    A dir_fd makes CPython call linkat() rather than link(), which would not
-    follow the /proc link.
-    """
-    folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.link(
-            f"/proc/self/fd/{fd}", target.name, dst_dir_fd=folder, follow_symlinks=True
-        )
-    finally:
-        os.close(folder)
-
-
-def _write_via_named_temporary(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

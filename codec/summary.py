@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from ..entropy.errors import CorruptStreamError
 from .container import read_header
 
 
@@ -13,9 +14,15 @@ def header_summary(data: bytes) -> dict:
     Returns a JSON-ready dict with ``width``, ``height``, ``mode``, ``model``,
     ``model_hash``, ``lmbda``, ``betas``, ``total_bytes``, ``bpp`` and ``layers``
     (top layer first, each with ``bytes``, ``bpp``, ``share``, ``shape`` and
-    ``stride``). Only the header is read; payloads are not checked.
+    ``stride``). Only the header is parsed; the file's length is checked
+    against it (payload checksums are left to decoding).
+
+    Raises:
+        CorruptStreamError: a damaged header, or a file longer or shorter
+            than its header says (naming the layers that are complete).
     """
     header = read_header(data)
+    _check_length(header, len(data))
     pixels = header.width * header.height
     layer_bytes = [r.num_bytes for r in header.layers]
     layer_total = sum(layer_bytes) or 1
@@ -26,9 +33,8 @@ def header_summary(data: bytes) -> dict:
         "model": header.model_name,
         "model_hash": header.model_hash.hex(),
         "lmbda": header.lmbda,
+        "lmbda_code": header.lmbda_code,
         "betas": list(header.betas),
-        "tile_size": header.tile_size,
-        "tiles": header.num_tiles,
         "total_bytes": header.total_bytes,
         "file_bytes": len(data),
         "bpp": 8 * header.total_bytes / pixels,
@@ -46,6 +52,22 @@ def header_summary(data: bytes) -> dict:
             for n, r in zip(layer_bytes, header.layers, strict=True)
         ],
     }
+
+
+def _check_length(header, length: int) -> None:
+    if length > header.total_bytes:
+        raise CorruptStreamError(
+            f"{length - header.total_bytes} bytes of trailing garbage"
+        )
+    if length < header.total_bytes:
+        end, complete = header.header_bytes + header.metadata_bytes, 0
+        for record in header.layers:
+            end += record.num_bytes
+            complete += end <= length
+        raise CorruptStreamError(
+            f"file is truncated: {length:,} of {header.total_bytes:,} bytes; the "
+            f"top {complete} of {len(header.layers)} layers are complete"
+        )
 
 
 def _stride(height: int, rows: int) -> int | None:

@@ -19,13 +19,10 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
+from .errors import CorruptStreamError
 from .tables import ESCAPE_LEVELS, GaussianTables
 
 _MAX_LEVEL = ESCAPE_LEVELS - 1  # escape magnitudes are < 2**32 (symbols are int32)
-
-
-class CorruptStreamError(ValueError):
-    """A stream or container that cannot be decoded: damaged, truncated or foreign."""
 
 
 class AnsBackend:

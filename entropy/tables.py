@@ -32,24 +32,20 @@ class GaussianTables:
 
     Attributes:
         scales: (N,) float64, the scale sigma_i of each table, increasing.
-        boundaries: (N - 1,) float32, geometric midpoints between the scales;
-            a prior scale maps to the table of the interval it falls in.
         pmfs: (N, max_bins) int64, row i holds 2 * T_i + 1 symbol bins, then the
             escape bin, then zero padding.
         half_widths: (N,) int64, the support half-width T_i of each table.
     """
 
     scales: np.ndarray
-    boundaries: np.ndarray
     pmfs: np.ndarray
     half_widths: np.ndarray
 
     def __post_init__(self):
         n, width = self.pmfs.shape
         lengths = 2 * self.half_widths + 2
-        shapes_agree = len(self.scales) == n and self.boundaries.shape == (n - 1,)
         if (
-            not shapes_agree
+            self.scales.shape != (n,)
             or self.half_widths.shape != (n,)
             or (lengths > width).any()
         ):
@@ -63,12 +59,6 @@ class GaussianTables:
     @property
     def num_tables(self) -> int:
         return len(self.scales)
-
-    def indexes(self, scales: np.ndarray) -> np.ndarray:
-        """Table index of every prior scale: exact comparisons, no transcendentals."""
-        return np.searchsorted(self.boundaries, np.asarray(scales, np.float32)).astype(
-            np.int32
-        )
 
     def probabilities(self, index: int) -> np.ndarray:
         """Integer PMF of table ``index`` (symbol bins, then the escape bin)."""
@@ -96,7 +86,6 @@ class GaussianTables:
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {
             "scales": self.scales,
-            "boundaries": self.boundaries,
             "pmfs": self.pmfs,
             "half_widths": self.half_widths,
         }
@@ -105,7 +94,6 @@ class GaussianTables:
     def from_arrays(cls, arrays: dict) -> GaussianTables:
         return cls(
             scales=np.asarray(arrays["scales"], np.float64),
-            boundaries=np.asarray(arrays["boundaries"], np.float32),
             pmfs=np.asarray(arrays["pmfs"], np.int64),
             half_widths=np.asarray(arrays["half_widths"], np.int64),
         )
@@ -140,10 +128,9 @@ def build_tables(
 ) -> GaussianTables:
     """Compute the integer tables for log-spaced scales (done once, then stored)."""
     scales = np.exp(np.linspace(math.log(scale_min), math.log(scale_max), num_scales))
-    boundaries = np.sqrt(scales[:-1] * scales[1:]).astype(np.float32)
     rows = [gaussian_pmf(s) for s in scales]
     pmfs = np.zeros((num_scales, max(len(p) for p, _ in rows)), np.int64)
     for i, (pmf, _) in enumerate(rows):
         pmfs[i, : len(pmf)] = pmf
     half_widths = np.array([t for _, t in rows], np.int64)
-    return GaussianTables(scales, boundaries, pmfs, half_widths)
+    return GaussianTables(scales, pmfs, half_widths)

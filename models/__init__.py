@@ -1,31 +1,45 @@
-"""The hierarchical VAE: presets, networks, the per-layer rate loss, checkpoints."""
+"""The hierarchical VAE: presets, networks, the per-layer rate loss, checkpoints.
 
-from .checkpoint import (
-    checkpoint_dict,
-    load_checkpoint,
-    model_from_checkpoint,
-    read_checkpoint,
-    save_checkpoint,
-)
-from .config import PRESETS, HVAEConfig, get_config
-from .hvae import HierarchicalVAE, build_model, latent_likelihood
-from .loss import RateDistortionLoss
+Configs, presets and training options load without torch; the rest is
+imported on first use, so that reading a header or printing ``--help`` does not
+pay for the networks.
+"""
+
+import importlib
+
+from .config import LMBDA_CODES, PRESETS, HVAEConfig, get_config
+from .options import TrainOptions
 from .weights import DEFAULT_MODEL, shipped_models, weights_path
+
+_LAZY = {
+    "HierarchicalVAE": "hvae",
+    "build_model": "hvae",
+    "latent_likelihood": "hvae",
+    "RateDistortionLoss": "loss",
+    "exact_mode": "exact",
+    "checkpoint_dict": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "model_from_checkpoint": "checkpoint",
+    "read_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "train": "train",
+}
 
 __all__ = [
     "DEFAULT_MODEL",
+    "LMBDA_CODES",
     "PRESETS",
     "HVAEConfig",
-    "HierarchicalVAE",
-    "RateDistortionLoss",
-    "build_model",
-    "checkpoint_dict",
+    "TrainOptions",
     "get_config",
-    "latent_likelihood",
-    "load_checkpoint",
-    "model_from_checkpoint",
-    "read_checkpoint",
-    "save_checkpoint",
     "shipped_models",
     "weights_path",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,6 +11,12 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+# Rate settings travel as integer codes, so that a decoder derives exactly the
+# numbers the encoder used: lambda code k in [0, LMBDA_CODES] splits the model's
+# lambda range log-evenly; beta code j stands for beta = 2**(j / BETA_CODES_PER_OCTAVE).
+LMBDA_CODES = 4096
+BETA_CODES_PER_OCTAVE = 16
+
 
 @dataclass(frozen=True)
 class HVAEConfig:
@@ -26,8 +32,13 @@ class HVAEConfig:
         cond_dim: width of the rate-setting embedding that modulates every block.
         lmbda_min, lmbda_max: range of lambda the model is trained on (loss =
             lmbda * 255^2 * MSE + sum_l beta_l * bpp_l).
-        beta_min, beta_max: range of the per-layer rate multipliers beta_l.
-        scale_min: lower bound of the prior scales sigma_p (latent units).
+        beta_min, beta_max: range of the per-layer rate multipliers beta_l
+            (powers of two: their codes are whole octaves apart).
+        scale_min, scale_max, num_scales: the prior scales sigma_p (latent
+            units) and the number of coding tables, log-spaced between them.
+        scale_widths: channels of the exact scale network at each level
+            (levels below the last latent layer are unused).
+        scale_cond_dim: width of the scale network's rate embedding.
     """
 
     name: str
@@ -42,6 +53,10 @@ class HVAEConfig:
     beta_min: float = 0.25
     beta_max: float = 4.0
     scale_min: float = 0.11
+    scale_max: float = 64.0
+    num_scales: int = 128
+    scale_widths: tuple[int, ...] = ()
+    scale_cond_dim: int = 32
 
     def __post_init__(self):
         per_level = (
@@ -49,6 +64,7 @@ class HVAEConfig:
             "latent_layers",
             "latent_channels",
             "decoder_blocks",
+            "scale_widths",
         )
         for field in per_level:
             if len(getattr(self, field)) != len(self.widths):
@@ -59,6 +75,8 @@ class HVAEConfig:
             raise ValueError(f"config {self.name!r}: needs at least one latent layer")
         if not 0 < self.lmbda_min < self.lmbda_max:
             raise ValueError(f"config {self.name!r}: needs 0 < lmbda_min < lmbda_max")
+        if not 0 < self.scale_min < self.scale_max or self.num_scales < 2:
+            raise ValueError(f"config {self.name!r}: needs 0 < scale_min < scale_max")
 
     @property
     def num_levels(self) -> int:
@@ -90,12 +108,38 @@ class HVAEConfig:
             for _ in range(n)
         ]
 
-    def lmbda_for_quality(self, quality: float) -> float:
-        """Map a quality in [0, 100] log-linearly onto [lmbda_min, lmbda_max]."""
+    def quality_code(self, quality: float) -> int:
+        """The lambda code of a quality in [0, 100] (log-linear in lambda)."""
         if not 0 <= quality <= 100:
             raise ValueError(f"quality must be in [0, 100], got {quality}")
-        log_lo, log_hi = math.log(self.lmbda_min), math.log(self.lmbda_max)
-        return math.exp(log_lo + quality / 100 * (log_hi - log_lo))
+        return round(quality / 100 * LMBDA_CODES)
+
+    def lmbda_code(self, lmbda: float) -> int:
+        """The code of the grid lambda nearest to ``lmbda`` (within the range)."""
+        if not self.lmbda_min <= lmbda <= self.lmbda_max:
+            raise ValueError(
+                f"lambda must lie in the trained range [{self.lmbda_min:g}, "
+                f"{self.lmbda_max:g}], got {lmbda:g}"
+            )
+        span = math.log(self.lmbda_max / self.lmbda_min)
+        return round(math.log(lmbda / self.lmbda_min) / span * LMBDA_CODES)
+
+    def lmbda_of(self, code: int) -> float:
+        span = math.log(self.lmbda_max / self.lmbda_min)
+        return self.lmbda_min * math.exp(code / LMBDA_CODES * span)
+
+    def beta_code(self, beta: float) -> int:
+        """The code of the grid beta nearest to ``beta`` (within the range)."""
+        if not self.beta_min <= beta <= self.beta_max:
+            raise ValueError(
+                f"layer weights must lie in [{self.beta_min:g}, {self.beta_max:g}], "
+                f"got {beta:g}"
+            )
+        return round(math.log2(beta) * BETA_CODES_PER_OCTAVE)
+
+    @property
+    def beta_code_range(self) -> tuple[int, int]:
+        return self.beta_code(self.beta_min), self.beta_code(self.beta_max)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -120,6 +164,8 @@ PRESETS: dict[str, HVAEConfig] = {
         latent_channels=(4, 4, 4),
         decoder_blocks=(0, 0, 1),
         cond_dim=16,
+        scale_widths=(16, 16, 16),
+        scale_cond_dim=8,
     ),
     # The shipped model: 6 latent layers at strides 64, 32, 16, 16, 8, 8; plain 3x3
     # convolutions throughout, because they run several times faster per
@@ -131,6 +177,7 @@ PRESETS: dict[str, HVAEConfig] = {
         latent_layers=(1, 1, 2, 2, 0),
         latent_channels=(16, 16, 24, 16, 0),
         decoder_blocks=(0, 0, 0, 1, 2),
+        scale_widths=(96, 96, 96, 64, 0),
     ),
 }
 

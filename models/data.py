@@ -8,30 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-
-
-def list_images(items: list[str | Path]) -> list[Path]:
-    """Image files: files as given, folders expanded to the images directly inside."""
-    paths = []
-    for item in map(Path, items):
-        if item.is_dir():
-            found = sorted(
-                p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-            )
-            if not found:
-                raise ValueError(f"no images in folder {item}")
-            paths += found
-        elif item.is_file():
-            paths.append(item)
-        else:
-            raise ValueError(f"no such file or folder: {item}")
-    return paths
-
-
-def load_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")
+from ..files import list_images, read_rgb
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
@@ -51,7 +28,7 @@ class RandomCrops(torch.utils.data.Dataset):
     def __init__(self, folders: list[str | Path], size: int, min_scale: float = 0.5):
         self.size = size
         self.min_scale = min_scale
-        self.images = [load_rgb(p) for p in list_images(folders)]
+        self.images = [read_rgb(p) for p in list_images(folders)]
 
     def __len__(self) -> int:
         return len(self.images)

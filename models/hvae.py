@@ -13,39 +13,50 @@ Data flow (strides for the ``base`` preset)::
     x_hat ─ x4 ─ res ─ x2 ─ [z z] ─ x2 ─ [z z] ─ x2 ─ [z] ─ x2 ─ [z] ─ constant
                                                                        top-down decoder
 
-Each latent layer ``[z]`` is a `LatentBlock`: from the top-down state it computes
-the prior N(mu_p, sigma_p^2) * U(-1/2, 1/2) (``prior``), from the state and the
-encoder feature of its level the posterior mean mu_q (``posterior_mean``), and it
-merges the chosen latent back into the state (``merge``). Training draws
-z = mu_q + u, u ~ U(-1/2, 1/2); coding sends symbols s = round(mu_q - mu_p) and
-uses z = s + mu_p. All three modes walk the same `_top_down` loop, so the
-training and the coding paths cannot drift apart.
+Each latent layer ``[z]`` is a `LatentBlock` of the float network: from the
+top-down state it computes the prior mean mu_p (``prior``), from the state and
+the encoder feature of its level the posterior mean mu_q (``posterior_mean``),
+and it merges the chosen latent back into the state (``merge``). The prior is
+N(mu_p, sigma_p^2) * U(-1/2, 1/2), whose scale sigma_p comes from the exact
+`ScaleNetwork` beside it, which sees only the rate codes and the symbols of the
+layers above: a decoder on any machine computes the same coding tables
+(`models.scales` says why). Training draws z = mu_q + u, u ~ U(-1/2, 1/2);
+coding sends symbols s = round(mu_q - mu_p) and uses z = s + mu_p. All three
+modes walk the same `_top_down` loop, so the training and the coding paths
+cannot drift apart.
 
 The model's vocabulary (used by the loss, the codec and the tests):
 
-- ``forward(x, lmbda, betas)`` -> ``{"x_hat": (B, 3, H, W), "likelihoods":
+- ``forward(x, rate)`` -> ``{"x_hat": (B, 3, H, W), "likelihoods":
   {"layer0": (B, C_0, h_0, w_0), ...}}``, layer0 being the top layer;
-- ``compress(x, lmbda, betas)`` -> ``{"symbols": [int32 (B, C_l, h_l, w_l)],
-  "scales": [float (B, C_l, h_l, w_l)], "x_hat": ... or None}``, top layer first;
-- ``decompress(grid, lmbda, betas, read_symbols)`` -> ``{"x_hat": ...}``.
+- ``compress(x, rate)`` -> ``{"symbols": [int32 (B, C_l, h_l, w_l)],
+  "indexes": [int32, same shape], "scales": [float], "x_hat": ... or None}``,
+  top layer first;
+- ``decompress(grid, rate, read_symbols)`` -> ``{"x_hat": ...}``.
 
 Images are floats in [0, 1] whose height and width are multiples of
-``config.top_stride``; ``lmbda`` has shape (B,) and ``betas`` shape (B, L).
+``config.top_stride``. ``rate`` holds integer rate codes, shape (B, 1 + L): the
+lambda code, then one beta code per layer (`models.config`); `rate_values`
+turns them into lambda (B,) and betas (B, L) for the loss.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
+from fractions import Fraction
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .config import HVAEConfig, get_config
+from .config import BETA_CODES_PER_OCTAVE, LMBDA_CODES, HVAEConfig, get_config
+from .exact import ExactConv2d, round_ste
 from .layers import RateEmbedding, ResBlock, conv1x1, conv3x3, patch_down, patch_up
+from .scales import ScaleNetwork
+from .tiling import Tiler, run_whole
 
-# (layer index, prior scales of that layer) -> symbols, or None for "not sent".
+# (layer index, table indexes of that layer) -> symbols, or None for "not sent".
 SymbolReader = Callable[[int, torch.Tensor], "torch.Tensor | None"]
 
 LIKELIHOOD_MIN = 1e-9
@@ -67,30 +78,27 @@ def latent_likelihood(
 
 
 class LatentBlock(nn.Module):
-    """One latent layer of the top-down pass: prior, posterior mean and merge."""
+    """One latent layer of the float top-down pass: prior mean, posterior, merge."""
 
-    def __init__(self, width: int, channels: int, cond_dim: int, scale_min: float):
+    # Context around each output, in positions: a residual block and a 3x3 head
+    # (a 1x1 merge first, for the posterior).
+    prior_halo = posterior_halo = 3
+
+    def __init__(self, width: int, channels: int, cond_dim: int):
         super().__init__()
-        self.log_scale_min = math.log(scale_min)
         self.prior_block = ResBlock(width, cond_dim)
-        self.prior_head = conv3x3(width, 2 * channels)
+        self.prior_head = conv3x3(width, channels)
         self.posterior_merge = conv1x1(2 * width, width)
         self.posterior_block = ResBlock(width, cond_dim)
         self.posterior_head = conv3x3(width, channels)
         self.z_embedding = conv1x1(channels, width)
-        # Start with prior scales near 1 rather than near the lower bound.
         nn.init.zeros_(self.prior_head.weight)
-        nn.init.constant_(self.prior_head.bias[channels:], 2.0)
-        nn.init.zeros_(self.prior_head.bias[:channels])
+        nn.init.zeros_(self.prior_head.bias)
 
     def prior(self, state, cond):
-        """state (B, W, h, w) -> (new state, prior mean, prior scale >= scale_min)."""
+        """state (B, W, h, w) -> (new state, prior mean (B, C, h, w))."""
         state = self.prior_block(state, cond)
-        mean, raw_scale = self.prior_head(state).float().chunk(2, dim=1)
-        # log sigma = log sigma_min + softplus(raw): a smooth lower bound whose
-        # gradient never vanishes abruptly, unlike a clamp.
-        scale = torch.exp(self.log_scale_min + F.softplus(raw_scale))
-        return state, mean, scale
+        return state, self.prior_head(state).float()
 
     def posterior_mean(self, state, feature, cond):
         """Posterior mean mu_q from the top-down state and the encoder feature."""
@@ -102,6 +110,19 @@ class LatentBlock(nn.Module):
         return state + self.z_embedding(z.to(state.dtype))
 
 
+def rate_positions(rate: torch.Tensor) -> torch.Tensor:
+    """Rate codes (B, 1 + L) -> positions in [-1, 1], exact binary fractions.
+
+    The lambda code k maps to k / (LMBDA_CODES / 2) - 1 (the position of log
+    lambda in the trained range), a beta code j to j / (2 * codes per octave)
+    (log2 beta / 2): both divide integers by powers of two, so every machine
+    computes the same float32 values.
+    """
+    rate = rate.float()
+    lmbda = rate[:, :1] / (LMBDA_CODES // 2) - 1
+    return torch.cat([lmbda, rate[:, 1:] / (2 * BETA_CODES_PER_OCTAVE)], dim=1)
+
+
 class HierarchicalVAE(nn.Module):
     """Hierarchical VAE with generalized top-down inference and quantized latents."""
 
@@ -109,9 +130,7 @@ class HierarchicalVAE(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.embedding = RateEmbedding(
-            c.num_latent_layers, c.cond_dim, (c.lmbda_min, c.lmbda_max)
-        )
+        self.embedding = RateEmbedding(c.num_latent_layers, c.cond_dim)
 
         def res_blocks(level, count):
             return nn.ModuleList(
@@ -131,7 +150,7 @@ class HierarchicalVAE(nn.Module):
         self.initial_state = nn.Parameter(torch.zeros(1, c.widths[0], 1, 1))
         self.latent_blocks = nn.ModuleList(
             nn.ModuleList(
-                LatentBlock(c.widths[i], c.latent_channels[i], c.cond_dim, c.scale_min)
+                LatentBlock(c.widths[i], c.latent_channels[i], c.cond_dim)
                 for _ in range(c.latent_layers[i])
             )
             for i in levels
@@ -143,58 +162,164 @@ class HierarchicalVAE(nn.Module):
             patch_up(c.widths[i], c.widths[i + 1], 2) for i in levels[:-1]
         )
         self.output = patch_up(c.widths[-1], 3, 4)
+        self.scale_network = ScaleNetwork(c)
 
     @property
     def num_layers(self) -> int:
         return self.config.num_latent_layers
 
-    def condition(self, lmbda: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
-        """Rate settings -> the embedding (B, cond_dim) that every block sees."""
-        if betas.shape[-1] != self.num_layers:
-            raise ValueError(
-                f"betas need {self.num_layers} entries per image, not {betas.shape[-1]}"
-            )
-        return self.embedding(lmbda.float(), betas.float())
+    def refresh_grids(self) -> None:
+        """Choose the exact layers' weight grids anew, after weights were changed
+        other than by training steps (an EMA update, loading float weights)."""
+        for module in self.scale_network.modules():
+            if isinstance(module, ExactConv2d):
+                module.refresh_grid()
 
-    def encode_features(
-        self, x: torch.Tensor, cond: torch.Tensor
-    ) -> list[torch.Tensor]:
-        """Bottom-up features, one per level, top first (None where no latents)."""
-        h = self.stem(x - 0.5)
-        features = [None] * self.config.num_levels
-        for level in reversed(range(self.config.num_levels)):
+    def rate_values(self, rate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rate codes (B, 1 + L) -> (lambda (B,), betas (B, L)) as float32."""
+        self._check_rate(rate)
+        span = math.log(self.config.lmbda_max / self.config.lmbda_min)
+        codes = rate.float()
+        lmbda = self.config.lmbda_min * torch.exp(codes[:, 0] / LMBDA_CODES * span)
+        return lmbda, torch.exp2(codes[:, 1:] / BETA_CODES_PER_OCTAVE)
+
+    def _check_rate(self, rate: torch.Tensor) -> None:
+        if rate.ndim != 2 or rate.shape[1] != 1 + self.num_layers:
+            raise ValueError(
+                f"rate codes need shape (batch, {1 + self.num_layers}), "
+                f"not {tuple(rate.shape)}"
+            )
+
+    @property
+    def finest_latent_level(self) -> int:
+        return max(i for i, n in enumerate(self.config.latent_layers) if n)
+
+    def _fine_levels(self) -> range:
+        """Levels below the last latent layer: they only ever see whole images."""
+        return range(self.finest_latent_level + 1, self.config.num_levels)
+
+    def _head(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Pixels (uint8 or floats in [0, 1]) -> the encoder map at the finest
+        latent level, before that level's blocks."""
+        if x.dtype == torch.uint8:
+            x = x.float() / 255
+        h = self.stem(x.contiguous(memory_format=torch.channels_last) - 0.5)
+        for level in reversed(self._fine_levels()):
             for block in self.encoder_blocks[level]:
                 h = block(h, cond)
+            h = self.downsample[level - 1](h)
+        return h
+
+    def _tail(self, state, cond, to_pixels: bool) -> torch.Tensor:
+        """The top-down state after the last latent layer -> the image, as floats
+        (training) or as uint8 pixels rounded from them (coding)."""
+        for level in self._fine_levels():
+            state = self.upsample[level - 1](state)
+            for block in self.decoder_blocks[level]:
+                state = block(state, cond)
+        x_hat = self.output(state).float() + 0.5
+        return to_pixels_uint8(x_hat) if to_pixels else x_hat
+
+    def _fine_halo(self, blocks: list[int]) -> int:
+        """Pixels of context the fine levels' residual blocks need."""
+        fine = self._fine_levels()
+        return sum(ResBlock.halo * blocks[i] * self.config.stride(i) for i in fine)
+
+    def encode_features(
+        self, x: torch.Tensor, cond: torch.Tensor, run=run_whole
+    ) -> list[torch.Tensor]:
+        """Bottom-up features, one per level, top first (None where no latents)."""
+        finest = self.finest_latent_level
+        stride = self.config.stride(finest)
+        h = run(
+            functools.partial(self._head, cond=cond),
+            x,
+            stride=1,
+            halo=self._fine_halo(self.config.encoder_blocks),
+            scale=Fraction(1, stride),
+        )
+        features = [None] * self.config.num_levels
+        for level in reversed(range(finest + 1)):
+            stride = self.config.stride(level)
+            for block in self.encoder_blocks[level]:
+                step = functools.partial(block, cond=cond)
+                h = run(step, h, stride=stride, halo=ResBlock.halo)
             if self.config.latent_layers[level]:
                 features[level] = h
             if level > 0:
-                h = self.downsample[level - 1](h)
+                down = self.downsample[level - 1]
+                h = run(down, h, stride=stride, halo=0, scale=Fraction(1, 2))
         return features
 
-    def _top_down(self, cond, grid, choose_latent, features=None, reconstruct=True):
-        """Walk every latent layer top-down; return x_hat (None if not reconstructing).
+    def _top_down(
+        self, rate, grid, choose_latent, x=None, output="x_hat", run=run_whole
+    ):
+        """Walk every latent layer top-down and return the image.
 
-        choose_latent(layer, mean, scale, posterior) -> z picks each layer's latent
-        (noisy or rounded from the posterior mean, or read from a stream). The
-        posterior mean is computed only when encoder ``features`` are given.
+        The float network and the exact scale network walk in lockstep.
+        choose_latent(layer, mean, logits, posterior) -> (z, symbols) picks each
+        layer's latent z for the float network (noisy or rounded from the
+        posterior mean, or read from a stream) and the symbols the scale network
+        sees (None once no more layers are sent). The posterior mean is computed
+        only when an image ``x`` is given. ``run`` runs each block, on whole maps
+        or tile by tile (`models.tiling`). ``output`` "x_hat" returns the image as
+        floats (B, 3, H, W), "pixels" as uint8, None stops after the last layer.
         """
-        state = self.initial_state.expand(cond.shape[0], -1, *grid).to(cond.dtype)
+        self._check_rate(rate)
+        positions = rate_positions(rate)
+        cond = self.embedding(positions)
+        features = None if x is None else self.encode_features(x, cond, run)
+        scales = self.scale_network
+        scale_cond = scales.embed(positions)
+        batch = rate.shape[0]
+        state = self.initial_state.expand(batch, -1, *grid).to(cond.dtype)
+        scale_state = scales.initial_state(batch, grid)
         layer = 0
-        for level in range(self.config.num_levels):
-            for block in self.latent_blocks[level]:
-                state, mean, scale = block.prior(state, cond)
+        for level in range(self.finest_latent_level + 1):
+            stride = self.config.stride(level)
+            at_level = functools.partial(run, stride=stride)
+            for block, scale_block in zip(
+                self.latent_blocks[level], scales.blocks[level], strict=True
+            ):
+                prior = functools.partial(block.prior, cond=cond)
+                state, mean = at_level(prior, state, halo=block.prior_halo)
+                scale_prior = functools.partial(scale_block.prior, cond=scale_cond)
+                scale_state, logits = at_level(
+                    scale_prior, scale_state, halo=scale_block.halo
+                )
                 posterior = None
                 if features is not None:
-                    posterior = block.posterior_mean(state, features[level], cond)
-                state = block.merge(state, choose_latent(layer, mean, scale, posterior))
+                    posterior = at_level(
+                        functools.partial(block.posterior_mean, cond=cond),
+                        state,
+                        features[level],
+                        halo=block.posterior_halo,
+                    )
+                z, symbols = choose_latent(layer, mean, logits, posterior)
+                state = at_level(block.merge, state, z, halo=0)
+                if symbols is not None:
+                    scale_state = at_level(
+                        scale_block.merge, scale_state, symbols, halo=0
+                    )
                 layer += 1
-            if layer == self.num_layers and not reconstruct:
+            if layer == self.num_layers and output is None:
                 return None
+            if level < self.finest_latent_level:
+                resample = functools.partial(scales.resample, level=level)
+                scale_state = at_level(resample, scale_state, halo=0, scale=2)
             for block in self.decoder_blocks[level]:
-                state = block(state, cond)
-            if level + 1 < self.config.num_levels:
-                state = self.upsample[level](state)
-        return self.output(state).float() + 0.5
+                step = functools.partial(block, cond=cond)
+                state = at_level(step, state, halo=ResBlock.halo)
+            if level < self.finest_latent_level:
+                up = self.upsample[level]
+                state = at_level(up, state, halo=0, scale=2)
+        tail = functools.partial(self._tail, cond=cond, to_pixels=output == "pixels")
+        return at_level(
+            tail,
+            state,
+            halo=-(-self._fine_halo(self.config.decoder_blocks) // stride),
+            scale=stride,
+        )
 
     def _grid(self, height: int, width: int) -> tuple[int, int]:
         stride = self.config.top_stride
@@ -204,63 +329,105 @@ class HierarchicalVAE(nn.Module):
             )
         return height // stride, width // stride
 
-    def forward(
-        self, x: torch.Tensor, lmbda: torch.Tensor, betas: torch.Tensor
-    ) -> dict:
+    def forward(self, x: torch.Tensor, rate: torch.Tensor) -> dict:
         """Training (uniform noise) or evaluation (rounding) pass with likelihoods."""
-        cond = self.condition(lmbda, betas)
         likelihoods = {}
 
-        def choose_latent(layer, mean, scale, posterior):
+        def choose_latent(layer, mean, logits, posterior):
+            symbols = round_ste(posterior - mean)
             if self.training:
                 z = posterior + torch.empty_like(posterior).uniform_(-0.5, 0.5)
             else:
-                z = torch.round(posterior - mean) + mean
+                z = symbols + mean
+            scale = self.scale_network.scales(logits)
             likelihoods[f"layer{layer}"] = latent_likelihood(z, mean, scale)
-            return z
+            return z, symbols
 
-        features = self.encode_features(x, cond)
-        x_hat = self._top_down(cond, self._grid(*x.shape[-2:]), choose_latent, features)
+        x_hat = self._top_down(rate, self._grid(*x.shape[-2:]), choose_latent, x)
         return {"x_hat": x_hat, "likelihoods": likelihoods}
 
     @torch.inference_mode()
-    def compress(self, x, lmbda, betas, reconstruct: bool = False) -> dict:
-        """Symbols round(mu_q - mu_p) and prior scales of every layer, top first.
+    def compress(
+        self, pixels, rate, reconstruct: bool = False, tile: int | None = None
+    ) -> dict:
+        """Symbols round(mu_q - mu_p) and their table indexes, every layer, top first.
 
-        With ``reconstruct`` the walk goes on to the encoder-side reconstruction
-        ``x_hat``, which decoding the symbols reproduces exactly.
+        Args:
+            pixels: uint8 images (B, 3, H, W), H and W multiples of the top stride.
+            rate: integer rate codes (B, 1 + L).
+            reconstruct: also return the encoder-side reconstruction, which
+                decoding reproduces up to float rounding.
+            tile: run the networks in tiles of this many pixels (bounds memory;
+                the result does not depend on it beyond float rounding).
+
+        Returns:
+            ``{"symbols": [int32], "indexes": [int32], "scales": [float],
+            "pixels": uint8 (B, 3, H, W) or None}``: the indexes are exact (what
+            a decoder computes), the scales the continuous prior scales behind
+            them (for rate estimates).
         """
-        cond = self.condition(lmbda, betas)
-        symbols, scales = [], []
+        out = {"symbols": [], "indexes": [], "scales": []}
 
-        def choose_latent(layer, mean, scale, posterior):
-            residual = torch.round(posterior - mean)
-            symbols.append(residual.to(torch.int32))
-            scales.append(scale)
-            return residual + mean
+        def choose_latent(layer, mean, logits, posterior):
+            symbols = torch.round(posterior - mean)
+            out["symbols"].append(symbols.to(torch.int32))
+            out["indexes"].append(self.scale_network.indexes(logits))
+            out["scales"].append(self.scale_network.scales(logits))
+            return symbols + mean, symbols
 
-        features = self.encode_features(x, cond)
-        grid = self._grid(*x.shape[-2:])
-        x_hat = self._top_down(cond, grid, choose_latent, features, reconstruct)
-        return {"symbols": symbols, "scales": scales, "x_hat": x_hat}
+        out["pixels"] = self._top_down(
+            rate,
+            self._grid(*pixels.shape[-2:]),
+            choose_latent,
+            pixels,
+            output="pixels" if reconstruct else None,
+            run=_runner(tile),
+        )
+        return out
 
     @torch.inference_mode()
-    def decompress(self, grid, lmbda, betas, read_symbols: SymbolReader) -> dict:
+    def decompress(
+        self, grid, rate, read_symbols: SymbolReader, tile: int | None = None
+    ) -> dict:
         """Rebuild the image from symbols that `read_symbols` supplies layer by layer.
 
         Args:
             grid: (rows, cols) of the top level, i.e. padded size / top_stride.
-            read_symbols: called with (layer, prior scales) for every layer, top
-                first; returns the int symbols (same shape as the scales), or None
-                to use the prior mean instead (progressive decoding).
+            rate: rate codes (1, 1 + L), as the encoder used them.
+            read_symbols: called with (layer, table indexes) for every layer, top
+                first; returns the int symbols (same shape as the indexes), or
+                None to use the prior mean for this and every later layer
+                (progressive decoding).
+            tile: as for `compress`.
+
+        Returns:
+            ``{"pixels": uint8 (1, 3, H, W)}``.
         """
-        cond = self.condition(lmbda, betas)
+        sending = True
 
-        def choose_latent(layer, mean, scale, posterior):
-            symbols = read_symbols(layer, scale)
-            return mean if symbols is None else symbols.to(mean.dtype) + mean
+        def choose_latent(layer, mean, logits, posterior):
+            nonlocal sending
+            if sending:
+                symbols = read_symbols(layer, self.scale_network.indexes(logits))
+                sending = symbols is not None
+            if not sending:
+                return mean, None
+            symbols = symbols.to(mean.dtype)
+            return symbols + mean, symbols
 
-        return {"x_hat": self._top_down(cond, tuple(grid), choose_latent)}
+        pixels = self._top_down(
+            rate, tuple(grid), choose_latent, output="pixels", run=_runner(tile)
+        )
+        return {"pixels": pixels}
+
+
+def to_pixels_uint8(x_hat: torch.Tensor) -> torch.Tensor:
+    """Floats in [0, 1] -> uint8 pixels (clamped and rounded)."""
+    return x_hat.clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+def _runner(tile: int | None):
+    return run_whole if tile is None else Tiler(tile)
 
 
 def build_model(name_or_config: str | HVAEConfig) -> HierarchicalVAE:

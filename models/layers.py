@@ -25,27 +25,21 @@ def patch_up(in_channels: int, out_channels: int, rate: int) -> nn.ConvTranspose
 
 
 class RateEmbedding(nn.Module):
-    """Embeds the rate settings (log lambda and the per-layer log betas).
+    """Embeds the rate settings: the positions of log lambda and of each log beta.
 
     The embedding feeds the feature-wise modulation of every residual block, so
     one set of weights serves every lambda and every split of bits over layers.
     """
 
-    def __init__(self, num_layers: int, dim: int, lmbda_range: tuple[float, float]):
+    def __init__(self, num_layers: int, dim: int):
         super().__init__()
-        log_lo, log_hi = torch.tensor(lmbda_range).log().tolist()
-        self.log_lmbda_center = (log_lo + log_hi) / 2
-        self.log_lmbda_half_width = (log_hi - log_lo) / 2
         self.mlp = nn.Sequential(
             nn.Linear(1 + num_layers, dim), nn.GELU(), nn.Linear(dim, dim), nn.GELU()
         )
 
-    def forward(self, lmbda: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
-        """lmbda: (B,), betas: (B, L) -> embedding (B, dim)."""
-        # Both inputs normalised to roughly [-1, 1] over the trained range.
-        log_lmbda = (lmbda.log() - self.log_lmbda_center) / self.log_lmbda_half_width
-        log_betas = betas.log2() / 2
-        return self.mlp(torch.cat([log_lmbda[:, None], log_betas], dim=1))
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        """positions (B, 1 + L) in [-1, 1] (`hvae.rate_positions`) -> (B, dim)."""
+        return self.mlp(positions)
 
 
 class ResBlock(nn.Module):
@@ -54,6 +48,8 @@ class ResBlock(nn.Module):
     The last convolution starts at zero, so every block starts as the identity
     and a deep stack trains stably from the first step.
     """
+
+    halo = 2  # positions of context around each output: two 3x3 convolutions
 
     def __init__(self, width: int, cond_dim: int):
         super().__init__()

@@ -10,10 +10,9 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -21,47 +20,18 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..files import list_images, read_rgb
 from .checkpoint import (
     checkpoint_dict,
     model_from_checkpoint,
     read_checkpoint,
     save_checkpoint,
 )
-from .data import RandomCrops, list_images, load_rgb, to_tensor
+from .config import LMBDA_CODES
+from .data import RandomCrops, to_tensor
 from .hvae import HierarchicalVAE, build_model
 from .loss import RateDistortionLoss, psnr
-
-
-@dataclass
-class TrainOptions:
-    """Everything a training run needs; the CLI maps its flags one to one."""
-
-    data: list[str]
-    out: str
-    model: str = "base"
-    steps: int = 100_000
-    batch_size: int = 8
-    crop: int = 256
-    lr: float = 2e-4
-    warmup_steps: int = 500
-    decay_steps: int = 0
-    grad_clip: float = 5.0
-    ema_decay: float = 0.999
-    lmbda: float | None = None
-    layer_weights: list[float] | None = None
-    random_beta_share: float = 0.3
-    precision: str = "bf16"
-    device: str = "auto"
-    workers: int = 0
-    seed: int = 0
-    resume: str | None = None
-    init: str | None = None
-    checkpoint_every: int = 1000
-    val_dir: str | None = None
-    val_every: int = 2000
-    val_qualities: list[float] = field(default_factory=lambda: [10.0, 50.0, 90.0])
-    log_every: int = 50
-    quiet: bool = False
+from .options import TrainOptions
 
 
 @dataclass
@@ -92,31 +62,49 @@ def setup_distributed(device: str) -> Distributed:
     return Distributed(rank, world_size, where)
 
 
-def sample_rate_settings(
+def sample_rate_codes(
     batch: int, model: HierarchicalVAE, opts: TrainOptions, device
-):
-    """Per-image lambda (log-uniform) and betas (mostly 1, a share random per layer)."""
+) -> torch.Tensor:
+    """Per-image rate codes (B, 1 + L): lambda log-uniform over the range, betas
+    mostly 1 with a share drawn log-uniformly per layer."""
     config, num_layers = model.config, model.num_layers
     if opts.lmbda is not None:
-        lmbda = torch.full((batch,), opts.lmbda)
+        lmbda = torch.full((batch, 1), config.lmbda_code(opts.lmbda))
     else:
-        log_lo, log_hi = math.log(config.lmbda_min), math.log(config.lmbda_max)
-        lmbda = torch.empty(batch).uniform_(log_lo, log_hi).exp()
+        lmbda = torch.randint(0, LMBDA_CODES + 1, (batch, 1))
     if opts.layer_weights is not None:
-        betas = torch.tensor(opts.layer_weights).expand(batch, num_layers).clone()
+        fixed = [config.beta_code(b) for b in opts.layer_weights]
+        betas = torch.tensor(fixed).expand(batch, num_layers)
     else:
-        log_lo, log_hi = math.log(config.beta_min), math.log(config.beta_max)
-        random_betas = torch.empty(batch, num_layers).uniform_(log_lo, log_hi).exp()
+        low, high = config.beta_code_range
+        random_betas = torch.randint(low, high + 1, (batch, num_layers))
         # A random share of images, and within them a random half of the layers.
         chosen = torch.rand(batch, 1) < opts.random_beta_share
         chosen = chosen & (torch.rand(batch, num_layers) < 0.5)
-        betas = torch.where(chosen, random_betas, torch.ones(batch, num_layers))
-    return lmbda.to(device), betas.to(device)
+        betas = torch.where(chosen, random_betas, 0)
+    return torch.cat([lmbda, betas], dim=1).to(device)
 
 
-def learning_rate(step: int, opts: TrainOptions) -> float:
-    """Linear warm-up, constant, then linear decay to 10 % over the last decay_steps."""
-    warmup = min(1.0, (step + 1) / max(1, opts.warmup_steps))
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """ "auto" -> bf16 where the hardware computes it natively, else fp32.
+
+    Without native bf16 (CPUs lacking AVX-512-BF16 or AMX), oneDNN emulates it,
+    and a training step runs 25x slower than in fp32 (benchmarks/train_speed.py).
+    """
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
+def learning_rate(step: int, opts: TrainOptions, warmup_from: int = 0) -> float:
+    """Linear warm-up, constant, then linear decay to 10 % over the last decay_steps.
+
+    The warm-up starts at ``warmup_from``: a run initialized from trained weights
+    starts a fresh optimizer, whose first steps need it as much as a new model's.
+    """
+    warmup = min(1.0, (step - warmup_from + 1) / max(1, opts.warmup_steps))
     decay_start = opts.steps - opts.decay_steps
     decay = 1.0
     if opts.decay_steps and step >= decay_start:
@@ -134,8 +122,8 @@ def validate(
     stride = model.config.top_stride
     results = []
     for quality in qualities:
-        lmbda = torch.tensor([model.config.lmbda_for_quality(quality)], device=device)
-        betas = torch.ones(1, model.num_layers, device=device)
+        rate = torch.zeros(1, 1 + model.num_layers, dtype=torch.int64, device=device)
+        rate[0, 0] = model.config.quality_code(quality)
         bpps, psnrs = [], []
         for x in images:
             x = x.to(device)[None]
@@ -143,7 +131,7 @@ def validate(
             padded = F.pad(
                 x, (0, -width % stride, 0, -height % stride), mode="replicate"
             )
-            out = model(padded, lmbda, betas)
+            out = model(padded, rate)
             bits = sum(-torch.log2(p).sum() for p in out["likelihoods"].values())
             x_hat = (
                 out["x_hat"][..., :height, :width].clamp(0, 1).mul(255).round().div(255)
@@ -169,7 +157,7 @@ def _load_start(opts: TrainOptions):
         return model, ema, checkpoint["step"], checkpoint
     if opts.init:
         # Fine-tuning: weights (the EMA, where present) without the optimizer state.
-        checkpoint = read_checkpoint(opts.init)
+        checkpoint = read_checkpoint(opts.init, upgrade=True)
         weights = "ema_state_dict" if "ema_state_dict" in checkpoint else "state_dict"
         model = model_from_checkpoint(checkpoint, weights)
         return model, copy.deepcopy(model), checkpoint["step"], None
@@ -227,6 +215,8 @@ class Trainer:
         self.out = Path(opts.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.model, self.ema, self.start_step, checkpoint = _load_start(opts)
+        # A resumed run keeps its optimizer state and needs no second warm-up.
+        self.warmup_from = 0 if checkpoint is not None else self.start_step
         stride = self.model.config.top_stride
         if opts.crop % stride:
             raise ValueError(
@@ -234,9 +224,12 @@ class Trainer:
             )
         # Every rank and every resumed segment draws different noise and crops.
         torch.manual_seed(opts.seed + 1_000_003 * self.env.rank + self.start_step)
-        self.model.to(self.env.device).train()
-        self.ema.to(self.env.device).eval().requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opts.lr)
+        # channels_last: oneDNN's convolutions run faster on CPUs in this layout.
+        layout = torch.channels_last
+        self.model.to(self.env.device, memory_format=layout).train()
+        self.ema.to(self.env.device, memory_format=layout).eval().requires_grad_(False)
+        self.precision = resolve_precision(opts.precision, self.env.device)
+        self.optimizer = torch.optim.Adam(self._trained_parameters(), lr=opts.lr)
         self.info = {
             "skipped_steps": 0,
             "train_seconds": 0.0,
@@ -253,24 +246,40 @@ class Trainer:
         self.val_images = []
         if opts.val_dir and self.env.is_main:
             self.val_images = [
-                to_tensor(load_rgb(p)) for p in list_images([opts.val_dir])
+                to_tensor(read_rgb(p)) for p in list_images([opts.val_dir])
             ]
         self.log = TrainLog(self.out, self.env.is_main)
 
+    def _trained_parameters(self) -> list[torch.nn.Parameter]:
+        """All parameters, or with ``train_only`` those under that module name."""
+        if self.opts.train_only is None:
+            return list(self.model.parameters())
+        prefix = self.opts.train_only + "."
+        chosen = []
+        for name, parameter in self.model.named_parameters():
+            parameter.requires_grad_(name.startswith(prefix))
+            if parameter.requires_grad:
+                chosen.append(parameter)
+        if not chosen:
+            raise ValueError(f"no parameters under {self.opts.train_only!r}")
+        return chosen
+
+    def learning_rate(self, step: int) -> float:
+        return learning_rate(step, self.opts, self.warmup_from)
+
     def step(self, step: int) -> tuple[dict, torch.Tensor] | None:
         """One optimization step; None if its gradients were not finite (skipped)."""
-        x = next(self.batches).to(self.env.device, non_blocking=True)
-        lmbda, betas = sample_rate_settings(
-            x.shape[0], self.model, self.opts, self.env.device
+        x = next(self.batches).to(
+            self.env.device, non_blocking=True, memory_format=torch.channels_last
         )
+        rate = sample_rate_codes(x.shape[0], self.model, self.opts, self.env.device)
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(step, self.opts)
-        bf16 = self.opts.precision == "bf16"
+            group["lr"] = self.learning_rate(step)
+        bf16 = self.precision == "bf16"
         with torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=bf16):
-            output = self.wrapped(x, lmbda, betas)
-        result = self.criterion(
-            output, x, lmbda, betas
-        )  # float32: rates outside autocast
+            output = self.wrapped(x, rate)
+        # float32: rates outside autocast
+        result = self.criterion(output, x, *self.model.rate_values(rate))
         self.optimizer.zero_grad(set_to_none=True)
         result["loss"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -297,13 +306,14 @@ class Trainer:
             "per_layer_bpp": [round(v, 5) for v in result["per_layer_bpp"].tolist()],
             "psnr": psnr(result["mse"].item()),
             "grad_norm": grad_norm.item(),
-            "lr": learning_rate(step - 1, self.opts),
+            "lr": self.learning_rate(step - 1),
         }
         self.log.write(**line)
         return line
 
     def save(self, step: int) -> None:
         if self.env.is_main:
+            self.ema.refresh_grids()
             state = checkpoint_dict(
                 self.model,
                 step,
@@ -314,6 +324,7 @@ class Trainer:
             save_checkpoint(self.out / "checkpoint.pt", state)
 
     def validate(self, step: int) -> list[dict]:
+        self.ema.refresh_grids()
         results = validate(self.ema, self.val_images, self.opts.val_qualities)
         self.log.write(event="validation", step=step, results=results)
         return results

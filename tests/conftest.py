@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import codec
-import models
+from hvae_compress import codec, models
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -19,11 +18,12 @@ ANCHORS = SHARED / "anchors" / "kodak"
 
 
 def make_tiny_model(seed: int = 0) -> models.HierarchicalVAE:
-    """An untrained tiny model whose posterior means are amplified.
+    """An untrained tiny model whose posterior means and scales are stirred up.
 
     Untrained, mu_q stays within +-0.5 of mu_p and every symbol would be 0; scaled
     up, the symbols span wide alphabets (escapes included), which is what round
-    trips need to exercise.
+    trips need to exercise. The scale network's weights get noise so that its
+    scales (and table indexes) vary from symbol to symbol.
     """
     torch.manual_seed(seed)
     model = models.build_model("tiny")
@@ -31,6 +31,9 @@ def make_tiny_model(seed: int = 0) -> models.HierarchicalVAE:
         for level in model.latent_blocks:
             for block in level:
                 block.posterior_head.weight.mul_(40)
+        for parameter in model.scale_network.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.3)
+    model.refresh_grids()
     return model.eval()
 
 

@@ -25,17 +25,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import codec
-from codec.container import read_header
+from hvae_compress import codec
+from hvae_compress.codec.container import read_header
 
 from .conftest import make_tiny_model, natural_image
 
 
 def seed_files(coder: codec.Codec) -> list[bytes]:
-    """Valid files of several shapes, modes, tilings and rate settings."""
+    """Valid files of several shapes, modes and rate settings."""
     rng = np.random.default_rng(0)
     rgba = np.dstack([natural_image(20, 33), natural_image(20, 33)[..., 0]])
-    tiled = codec.Codec(coder.model, "cpu", tile_size=32)
     return [
         coder.encode(natural_image(48, 64), quality=50),
         coder.encode(
@@ -43,7 +42,7 @@ def seed_files(coder: codec.Codec) -> list[bytes]:
         ),
         coder.encode(natural_image(30, 40, seed=2)[..., 0]),
         coder.encode(rgba),
-        tiled.encode(natural_image(40, 70, seed=3), lmbda=0.01),
+        coder.encode(natural_image(40, 70, seed=3), lmbda=0.01),
         coder.encode(rng.integers(0, 256, (16, 16, 3), dtype="uint8"), quality=100),
     ]
 
@@ -63,7 +62,7 @@ def _fix_header_crc(data: bytearray, header_end: int) -> bytearray:
 
 def _payload_spans(data: bytes) -> list[tuple[int, int]]:
     header = read_header(data)
-    spans, pos = [], header.header_bytes + header.icc_length + header.alpha_length
+    spans, pos = [], header.header_bytes + header.metadata_bytes
     for record in header.layers:
         spans.append((pos, pos + record.num_bytes))
         pos += record.num_bytes
@@ -73,10 +72,10 @@ def _payload_spans(data: bytes) -> list[tuple[int, int]]:
 def _fix_layer_crcs(data: bytearray) -> bytearray:
     """Recompute every layer CRC (after a payload mutation), then the header CRC."""
     header = read_header(bytes(data))
-    record_size = 14 + 4 * header.num_tiles
+    record_size = 18
     first_record = header.header_bytes - 4 - record_size * len(header.layers)
     for i, (a, b) in enumerate(_payload_spans(bytes(data))):
-        crc_at = first_record + i * record_size + 10
+        crc_at = first_record + i * record_size + 14
         data[crc_at : crc_at + 4] = struct.pack(">I", zlib.crc32(bytes(data[a:b])))
     return _fix_header_crc(data, header.header_bytes)
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["codec", "entropy"]):
-    import codec
-
+    from hvae_compress import codec
 from .conftest import make_tiny_model
 from .fuzz import seed_files
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli import build_parser, main
+from hvae_compress.cli import build_parser, main
 
 from .conftest import REPO, natural_image
 
@@ -19,7 +20,7 @@ from .conftest import REPO, natural_image
 def run_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        [sys.executable, "-m", "hvae_compress", *args],
         input=stdin,
         capture_output=True,
         env=env,
@@ -60,48 +61,143 @@ def test_encode_decode_and_info_round_trip(tmp_path, images, tiny_checkpoint, ca
     assert "layers, top first" in capsys.readouterr().out
 
 
-def test_several_inputs_go_to_a_folder_with_a_progress_bar(
-    tmp_path, images, tiny_checkpoint
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_several_inputs_go_to_a_folder_with_a_progress_bar_on_a_terminal(
+    tmp_path, images, tiny_checkpoint, monkeypatch, capsys
 ):
     out = tmp_path / "encoded"
-    assert (
-        main(
-            [
-                "encode",
-                *map(str, images),
-                "-o",
-                str(out),
-                "--model",
-                str(tiny_checkpoint),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    out.mkdir()
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    args = ["encode", *map(str, images), "-o", str(out)]
+    assert main([*args, "--model", str(tiny_checkpoint)]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "photo0.hvae",
         "photo1.hvae",
         "photo2.hvae",
     ]
+    assert "\r" in terminal.getvalue() and "image" in terminal.getvalue()
+    assert capsys.readouterr().out.count("bpp") == 3  # a summary line per file
     decoded = tmp_path / "decoded"
+    decoded.mkdir()
     files = [str(p) for p in sorted(out.iterdir())]
-    assert (
-        main(
-            [
-                "decode",
-                *files,
-                "-o",
-                str(decoded),
-                "--model",
-                str(tiny_checkpoint),
-                "--layers",
-                "2",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    args = ["decode", *files, "-o", str(decoded), "--layers", "2", "--quiet"]
+    assert main([*args, "--model", str(tiny_checkpoint)]) == 0
     assert len(list(decoded.iterdir())) == 3
+
+
+def test_no_progress_bar_codes_go_to_a_log_file(
+    tmp_path, images, tiny_checkpoint, capsys
+):
+    out = tmp_path / "encoded"
+    out.mkdir()
+    args = ["encode", *map(str, images), "-o", str(out), "--model"]
+    assert main([*args, str(tiny_checkpoint)]) == 0
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err and "\r" not in captured.out
+    assert captured.out.count("bpp") == 3
+
+
+def test_several_inputs_need_an_existing_folder(tmp_path, images, capsys):
+    target = tmp_path / "two.hvae"
+    assert main(["encode", *map(str, images[:2]), "-o", str(target)]) == 2
+    assert "must name an existing folder" in capsys.readouterr().err
+    assert not target.exists()
+
+
+def test_version_is_printed(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("hvae-compress 0.")
+
+
+def test_binary_output_is_refused_on_a_terminal(images, monkeypatch, capsys):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert main(["encode", str(images[0]), "-o", "-"]) == 2
+    assert "refusing to write binary data to a terminal" in capsys.readouterr().err
+
+
+def test_an_unwritable_output_is_named_not_its_temporary_file(
+    tmp_path, images, tiny_checkpoint, capsys
+):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    target = not_a_folder / "k.hvae"
+    args = ["encode", str(images[0]), "-o", str(target)]
+    assert main([*args, "--model", str(tiny_checkpoint)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write {target}: Not a directory" in err and ".part" not in err
+
+
+def test_info_on_a_truncated_file_fails_naming_the_complete_layers(
+    tmp_path, images, tiny_checkpoint, capsys
+):
+    main(["encode", str(images[0]), "--model", str(tiny_checkpoint), "--quiet"])
+    data = images[0].with_suffix(".hvae").read_bytes()
+    cut = tmp_path / "cut.hvae"
+    cut.write_bytes(data[:-3])
+    assert main(["info", str(cut)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"hvae-compress: error: {cut}: file is truncated")
+    assert "top 2 of 3 layers are complete" in err and err.count("\n") == 1
+
+
+def test_decode_names_a_single_layer_in_the_singular(
+    images, tiny_checkpoint, tmp_path, capsys
+):
+    model = ["--model", str(tiny_checkpoint)]
+    main(["encode", str(images[0]), *model, "--quiet"])
+    args = ["decode", str(images[0].with_suffix(".hvae")), "--layers", "1"]
+    assert main([*args, "-o", str(tmp_path / "a.png"), *model]) == 0
+    assert "top layer," in capsys.readouterr().out
+
+
+def test_tile_size_zero_processes_images_whole(images, tiny_checkpoint, tmp_path):
+    model = ["--model", str(tiny_checkpoint), "--quiet"]
+    outputs = []
+    for tile in ("0", "16"):
+        target = tmp_path / f"tile{tile}.hvae"
+        args = ["encode", str(images[0]), "-o", str(target), "--tile-size", tile]
+        assert main([*args, *model]) == 0
+        outputs.append(target.read_bytes())
+    assert outputs[0] == outputs[1]
+
+
+def test_lossy_outputs_take_the_output_quality(images, tiny_checkpoint, tmp_path):
+    model = ["--model", str(tiny_checkpoint), "--quiet"]
+    main(["encode", str(images[0]), *model])
+    source = str(images[0].with_suffix(".hvae"))
+    sizes = {}
+    for quality in ("20", "95"):
+        target = tmp_path / f"q{quality}.jpg"
+        args = ["decode", source, "-o", str(target), "--output-quality", quality]
+        assert main([*args, *model]) == 0
+        sizes[quality] = target.stat().st_size
+    assert sizes["20"] < sizes["95"]
+
+
+def test_exif_is_kept_with_its_orientation_reset(tmp_path, tiny_checkpoint):
+    image = Image.fromarray(natural_image(30, 50))
+    exif = image.getexif()
+    exif[0x0112] = 6  # displayed rotated by 90 degrees
+    exif[0x010F] = "Camera Maker"
+    source = tmp_path / "photo.jpg"
+    image.save(source, exif=exif)
+    model = ["--model", str(tiny_checkpoint), "--quiet"]
+    assert main(["encode", str(source), *model]) == 0
+    for name in ("photo.png", "photo2.jpg"):
+        target = tmp_path / name
+        args = ["decode", str(source.with_suffix(".hvae")), "-o", str(target)]
+        assert main([*args, *model]) == 0
+        with Image.open(target) as decoded:
+            assert decoded.size == (30, 50)  # upright
+            kept = decoded.getexif()
+            assert kept[0x010F] == "Camera Maker" and kept[0x0112] == 1
 
 
 def test_decode_writes_the_format_the_output_name_implies(
@@ -164,24 +260,32 @@ def test_an_input_is_never_overwritten(tmp_path, images, tiny_checkpoint, capsys
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["encode", "missing.png"], "no such file"),
-        (["encode", "notes.txt"], "not an image"),
-        (["decode", "corrupt.hvae"], "not an .hvae file"),
-        (["decode", "missing.hvae"], "No such file"),
-        (["info", "corrupt.hvae"], "not an .hvae file"),
-        (["encode", "."], "is a directory"),
+        (["encode", "missing.png"], "missing.png: no such file"),
+        (["encode", "notes.txt"], "notes.txt: not an image"),
+        (["encode", "empty.png"], "empty.png: not an image"),
+        (["decode", "corrupt.hvae"], "corrupt.hvae: not an .hvae file"),
+        (["decode", "missing.hvae"], "missing.hvae: No such file"),
+        (["info", "corrupt.hvae"], "corrupt.hvae: not an .hvae file"),
+        (["info", "missing.hvae"], "missing.hvae: No such file"),
+        (["encode", "."], ".: . is a directory"),
+        (["decode", "."], ".: . is a directory"),
+        (["info", "."], ".: . is a directory"),
     ],
 )
-def test_failures_print_one_line_and_exit_non_zero(
+def test_failures_print_one_line_naming_the_file_and_exit_1(
     tmp_path, monkeypatch, capsys, args, message, tiny_checkpoint
 ):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "corrupt.hvae").write_bytes(b"garbage, not a container")
     code = main([*args, "--model", str(tiny_checkpoint)] if args[0] != "info" else args)
     err = capsys.readouterr().err
-    assert code in (1, 2)
-    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert code == 1
+    assert err.startswith(f"hvae-compress: error: {message}"), err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    name = args[1]
+    assert err.count(f"{name}: {name}:") == 0 or name == "."
     assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*.part"))
 
 
@@ -285,7 +389,7 @@ def test_a_file_from_an_unshipped_model_asks_for_model(
 
 
 def test_decoded_pixels_match_the_library(tmp_path, images, tiny_checkpoint):
-    import codec
+    from hvae_compress import codec
 
     main(["encode", str(images[1]), "--model", str(tiny_checkpoint), "--quiet"])
     main(

@@ -13,13 +13,13 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
-import codec
-import models
-from codec.container import read_header
+from hvae_compress import codec, models
+from hvae_compress.codec.container import read_header
 
 from .conftest import REPO, make_tiny_model, natural_image
 
 GOLDEN = REPO / "tests" / "golden" / "tiny_seed0.hvae"
+FORMAT_1_FILE = REPO / "tests" / "golden" / "format1_tiny.hvae"
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -64,7 +64,7 @@ def test_decoding_in_a_fresh_process_with_one_thread_gives_identical_pixels(
     data = here.encode(image_file, quality=70)
     (tmp_path / "image.hvae").write_bytes(data)
     script = (
-        "import sys, torch, codec; torch.set_num_threads(1);"
+        "import sys, torch; from hvae_compress import codec; torch.set_num_threads(1);"
         "codec.Codec(sys.argv[1], 'cpu').decode(open(sys.argv[2], 'rb').read())"
         ".save(sys.argv[3])"
     )
@@ -172,14 +172,16 @@ def test_progressive_decoding_of_a_truncated_file(tiny_codec, image_file):
         tiny_codec.decode(data[:-1])
 
 
-def test_tiled_images_round_trip_bit_exactly(tiny_model):
+def test_tiled_processing_gives_the_file_and_image_of_whole_processing(tiny_model):
+    """Tiles bound memory only: same streams, same pixels, nothing to see at seams."""
+    image = natural_image(70, 100)
+    whole = codec.Codec(tiny_model, "cpu", tile_size=0)
     tiled = codec.Codec(tiny_model, "cpu", tile_size=32)
-    report = tiled.encode_report(natural_image(70, 100), reconstruct=True)
-    header = read_header(report.data)
-    assert header.tile_size == 32 and header.num_tiles == 3 * 4
-    assert np.array_equal(
-        pixels(tiled.decode(report.data)), pixels(report.reconstruction)
-    )
+    report = tiled.encode_report(image, reconstruct=True)
+    assert report.data == whole.encode(image)
+    decoded = pixels(tiled.decode(report.data))
+    assert np.array_equal(decoded, pixels(report.reconstruction))
+    assert np.array_equal(decoded, pixels(whole.decode(report.data)))
 
 
 def test_a_file_from_another_model_is_rejected(tiny_codec, image_file):
@@ -203,7 +205,10 @@ def test_rate_settings_are_recorded_in_the_header(tiny_codec, image_file):
     header = read_header(
         tiny_codec.encode(image_file, lmbda=0.02, layer_weights=[1, 2, 0.5])
     )
-    assert header.lmbda == pytest.approx(0.02) and header.betas == (1.0, 2.0, 0.5)
+    assert header.lmbda == pytest.approx(0.02, rel=1e-3)
+    assert header.beta_codes == (0, 16, -16) and header.betas == (1.0, 2.0, 0.5)
+    config = tiny_codec.config
+    assert header.lmbda == pytest.approx(config.lmbda_of(header.lmbda_code))
 
 
 def test_unreadable_inputs_raise_image_read_errors(tiny_codec, tmp_path):
@@ -226,7 +231,9 @@ def test_exported_model_stores_fp16_weights_and_integer_tables(
     tiny_checkpoint, tiny_model
 ):
     checkpoint = models.read_checkpoint(tiny_checkpoint)
-    assert all(v.dtype == torch.float16 for v in checkpoint["state_dict"].values())
+    for name, tensor in checkpoint["state_dict"].items():
+        exact = name.startswith("scale_network.")
+        assert (tensor.dtype != torch.float16) == exact, name
     assert checkpoint["entropy_tables"]["pmfs"].dtype == torch.int64
     assert (
         codec.Codec(tiny_checkpoint).fingerprint != codec.Codec(tiny_model).fingerprint
@@ -237,3 +244,8 @@ def test_golden_file_for_a_fixed_seed(tiny_codec):
     """Seeded model and image -> pinned bytes (regenerate only on a format change)."""
     data = tiny_codec.encode(natural_image(48, 64, seed=5), quality=50)
     assert data == GOLDEN.read_bytes()
+
+
+def test_a_format_1_file_is_refused_with_its_version_named(tiny_codec):
+    with pytest.raises(codec.CorruptStreamError, match="format version 1"):
+        tiny_codec.decode(FORMAT_1_FILE.read_bytes())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from entropy import (
+from hvae_compress.entropy import (
     PRECISION,
     AnsBackend,
     CorruptStreamError,
@@ -38,6 +38,12 @@ def gaussian_symbols(count: int, seed: int = 0, max_scale: float = 30.0):
     return symbols, scales
 
 
+def nearest_tables(tables: GaussianTables, scales: np.ndarray) -> np.ndarray:
+    """The table of each scale, nearest in log scale (the model computes these)."""
+    boundaries = np.sqrt(tables.scales[:-1] * tables.scales[1:]).astype(np.float32)
+    return np.searchsorted(boundaries, scales.astype(np.float32)).astype(np.int32)
+
+
 def test_tables_sum_to_full_precision_with_no_empty_bin(tables):
     for i in range(tables.num_tables):
         pmf = tables.probabilities(i)
@@ -46,16 +52,11 @@ def test_tables_sum_to_full_precision_with_no_empty_bin(tables):
         assert len(pmf) == 2 * tables.half_widths[i] + 2
 
 
-def test_scale_indexes_pick_the_nearest_table_in_log_space(tables):
-    assert tables.indexes(np.array([0.0, 0.11, 1e9])).tolist() == [
-        0,
-        0,
-        tables.num_tables - 1,
-    ]
-    for i in (3, 50, 100):
-        assert tables.indexes(np.array([tables.scales[i]])) == i
-    scales = np.exp(np.linspace(np.log(0.05), np.log(100), 1000))
-    assert (np.diff(tables.indexes(scales)) >= 0).all()
+def test_table_scales_are_log_spaced_over_the_model_range(tables):
+    assert tables.scales[0] == pytest.approx(0.11)
+    assert tables.scales[-1] == pytest.approx(64.0)
+    ratios = tables.scales[1:] / tables.scales[:-1]
+    assert np.allclose(ratios, ratios[0]) and ratios[0] < 1.06
 
 
 def test_tables_survive_the_array_round_trip(tables):
@@ -75,12 +76,12 @@ def test_tables_reject_inconsistent_arrays(tables):
     with pytest.raises(ValueError, match="sum"):
         GaussianTables.from_arrays({**arrays, "pmfs": broken})
     with pytest.raises(ValueError, match="shapes"):
-        GaussianTables.from_arrays({**arrays, "boundaries": arrays["boundaries"][:-1]})
+        GaussianTables.from_arrays({**arrays, "scales": arrays["scales"][:-1]})
 
 
 def test_round_trip_of_symbols_with_varied_scales(tables, backend):
     symbols, scales = gaussian_symbols(20_000)
-    indexes = tables.indexes(scales).reshape(4, 50, 100)
+    indexes = nearest_tables(tables, scales).reshape(4, 50, 100)
     data = backend.encode(symbols.reshape(4, 50, 100), indexes)
     decoded = backend.decode(data, indexes)
     assert decoded.shape == (4, 50, 100) and decoded.dtype == np.int32
@@ -103,7 +104,7 @@ def test_empty_layer_round_trips(backend):
 
 def test_stream_size_is_within_one_percent_of_the_information_content(tables, backend):
     symbols, scales = gaussian_symbols(200_000, seed=1)
-    indexes = tables.indexes(scales)
+    indexes = nearest_tables(tables, scales)
     bits = 8 * len(backend.encode(symbols, indexes))
     ideal = tables.information_bits(symbols, indexes)
     assert ideal <= bits <= 1.01 * ideal
@@ -111,7 +112,7 @@ def test_stream_size_is_within_one_percent_of_the_information_content(tables, ba
 
 def test_decoder_rejects_truncated_extended_and_garbage_streams(tables, backend):
     symbols, scales = gaussian_symbols(5000, seed=2)
-    indexes = tables.indexes(scales)
+    indexes = nearest_tables(tables, scales)
     data = backend.encode(symbols, indexes)
     for bad in (data[:-4], data + b"\x01\x00\x00\x00", data[:-1], bytes(8), b""):
         with pytest.raises(CorruptStreamError):
@@ -120,7 +121,7 @@ def test_decoder_rejects_truncated_extended_and_garbage_streams(tables, backend)
 
 def test_decoder_rejects_streams_for_other_symbol_counts(tables, backend):
     symbols, scales = gaussian_symbols(5000, seed=3)
-    indexes = tables.indexes(scales)
+    indexes = nearest_tables(tables, scales)
     data = backend.encode(symbols, indexes)
     for other in (indexes[:-100], np.concatenate([indexes, indexes[:100]])):
         with pytest.raises(CorruptStreamError):
@@ -140,5 +141,5 @@ def test_golden_stream_bytes_are_pinned(tables, backend):
     """Fixed integer inputs -> fixed bytes: the format cannot change silently."""
     symbols, scales = gaussian_symbols(3000, seed=42)
     symbols[::500] = 777  # escapes too
-    data = backend.encode(symbols, tables.indexes(scales))
+    data = backend.encode(symbols, nearest_tables(tables, scales))
     assert data == GOLDEN.read_bytes()

@@ -1,4 +1,4 @@
-"""codec/evaluate and `hvae-compress eval`: measured curves, BD-rate, outputs."""
+"""evaluation/ and `hvae-compress eval`: measured curves, BD-rate, outputs."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import codec
-from cli import main
-from codec import evaluate
+from hvae_compress import codec, evaluation
+from hvae_compress.cli import main
+from hvae_compress.cli.eval_command import BASELINES
+from hvae_compress.evaluation.measure import measure_classical
 
 from .conftest import ANCHORS, natural_image
 
@@ -134,29 +135,33 @@ def test_bd_rate_table_covers_baselines_and_anchors(eval_run):
 def test_bd_rate_of_a_curve_against_itself_is_zero():
     rate = [0.1, 0.25, 0.5, 0.9, 1.5]
     psnr = [27.0, 30.0, 33.0, 36.0, 39.0]
-    assert evaluate.bd_rate(rate, psnr, rate, psnr) == pytest.approx(0, abs=1e-9)
+    assert evaluation.bd_rate(rate, psnr, rate, psnr) == pytest.approx(0, abs=1e-9)
 
 
 def test_bd_rate_of_ten_percent_more_bits_is_ten_percent():
     rate = np.array([0.1, 0.25, 0.5, 0.9, 1.5])
     psnr = [27.0, 30.5, 33.2, 36.1, 38.7]
-    assert evaluate.bd_rate(rate * 1.1, psnr, rate, psnr) == pytest.approx(10, abs=1e-6)
-    assert evaluate.bd_rate(rate, psnr, rate * 1.1, psnr) == pytest.approx(
+    assert evaluation.bd_rate(rate * 1.1, psnr, rate, psnr) == pytest.approx(
+        10, abs=1e-6
+    )
+    assert evaluation.bd_rate(rate, psnr, rate * 1.1, psnr) == pytest.approx(
         -100 / 11, abs=1e-6
     )
 
 
 def test_bd_rate_without_overlap_is_nan():
     assert math.isnan(
-        evaluate.bd_rate([1, 2, 3, 4], [20, 21, 22, 23], [1, 2, 3, 4], [30, 31, 32, 33])
+        evaluation.bd_rate(
+            [1, 2, 3, 4], [20, 21, 22, 23], [1, 2, 3, 4], [30, 31, 32, 33]
+        )
     )
 
 
 def test_classical_codecs_are_measured_through_pillow(tmp_path):
     path = tmp_path / "image.png"
     Image.fromarray(natural_image(64, 64)).save(path)
-    for name, baseline in evaluate.CLASSICAL_CODECS.items():
-        record = evaluate.measure_classical(
+    for name, baseline in evaluation.CLASSICAL_CODECS.items():
+        record = measure_classical(
             baseline, path, baseline.levels[len(baseline.levels) // 2]
         )
         assert record["codec"] == name and record["bytes"] > 0
@@ -164,6 +169,20 @@ def test_classical_codecs_are_measured_through_pillow(tmp_path):
 
 
 def test_anchors_are_read_in_place():
-    anchors = evaluate.load_anchors(ANCHORS)
+    anchors = evaluation.load_anchors(ANCHORS)
     assert {"VTM", "qres34m", "JPEG2000"} <= set(anchors)
     assert all(len(c["bpp"]) == len(c["psnr"]) for c in anchors.values())
+
+
+def test_bd_rates_reproduce_the_published_reference_points():
+    """design.md section 5: BPG +22 %, mean-scale hyperprior +21 % against VTM."""
+    anchors = evaluation.load_anchors(ANCHORS)
+    vtm = anchors["VTM"]
+    for name, expected in (("BPG 8b 444 x265 ycbcr", 22), ("mbt2018-mean", 21)):
+        curve = anchors[name]
+        value = evaluation.bd_rate(curve["bpp"], curve["psnr"], vtm["bpp"], vtm["psnr"])
+        assert value == pytest.approx(expected, abs=0.5), name
+
+
+def test_the_command_line_offers_exactly_the_measured_baselines():
+    assert set(BASELINES) == set(evaluation.CLASSICAL_CODECS)

@@ -11,20 +11,24 @@ import numpy as np
 import pytest
 import torch
 
-import models
-from cli import main as cli_main
-from models.train import TrainOptions, sample_rate_settings, train
+from hvae_compress import models
+from hvae_compress.cli import main as cli_main
+from hvae_compress.models.hvae import to_pixels_uint8
+from hvae_compress.models.train import TrainOptions, sample_rate_codes, train
 
 from .conftest import REPO, TRAIN_00, make_tiny_model, natural_image
 
 
-def rate_inputs(model, batch=2, lmbda=0.01):
-    return torch.full((batch,), lmbda), torch.ones(batch, model.num_layers)
+def rate_codes(model, batch=2, quality=50):
+    """Rate codes (B, 1 + L) for a quality and betas of 1."""
+    codes = torch.zeros(batch, 1 + model.num_layers, dtype=torch.int64)
+    codes[:, 0] = model.config.quality_code(quality)
+    return codes
 
 
 def test_forward_returns_reconstruction_and_one_likelihood_per_layer(tiny_model):
     x = torch.rand(2, 3, 32, 48)
-    out = tiny_model(x, *rate_inputs(tiny_model))
+    out = tiny_model(x, rate_codes(tiny_model))
     assert out["x_hat"].shape == x.shape
     assert list(out["likelihoods"]) == ["layer0", "layer1", "layer2"]
     strides = tiny_model.config.layer_strides()
@@ -42,8 +46,9 @@ def test_rates_are_positive_and_finite_in_training_and_eval_mode():
     x = torch.rand(2, 3, 32, 32)
     for training in (True, False):
         model.train(training)
+        rate = rate_codes(model)
         result = models.RateDistortionLoss()(
-            model(x, *rate_inputs(model)), x, *rate_inputs(model)
+            model(x, rate), x, *model.rate_values(rate)
         )
         assert torch.isfinite(result["loss"])
         assert (result["per_layer_bpp"] > 0).all()
@@ -52,8 +57,9 @@ def test_rates_are_positive_and_finite_in_training_and_eval_mode():
 
 def test_per_layer_bits_sum_to_the_total(tiny_model):
     x = torch.rand(2, 3, 32, 32)
-    out = tiny_model(x, *rate_inputs(tiny_model))
-    result = models.RateDistortionLoss()(out, x, *rate_inputs(tiny_model))
+    rate = rate_codes(tiny_model)
+    out = tiny_model(x, rate)
+    result = models.RateDistortionLoss()(out, x, *tiny_model.rate_values(rate))
     total_bits = sum(-torch.log2(p).sum() for p in out["likelihoods"].values())
     assert torch.allclose(result["per_layer_bpp"].sum(), result["bpp"])
     assert torch.allclose(result["bpp"], total_bits / (2 * 32 * 32))
@@ -62,7 +68,7 @@ def test_per_layer_bits_sum_to_the_total(tiny_model):
 def test_loss_weights_each_layer_by_its_beta(tiny_model):
     x = torch.rand(1, 3, 32, 32)
     lmbda = torch.tensor([0.01])
-    out = tiny_model(x, lmbda, torch.ones(1, 3))
+    out = tiny_model(x, rate_codes(tiny_model, batch=1))
     criterion = models.RateDistortionLoss()
     plain = criterion(out, x, lmbda, torch.ones(1, 3))
     weighted = criterion(out, x, lmbda, torch.tensor([[1.0, 1.0, 3.0]]))
@@ -80,12 +86,11 @@ def test_gradients_reach_every_parameter():
     model = make_tiny_model().train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.rand(2, 3, 32, 32)
+    rate = torch.tensor([[600, 3, -5, 16], [3500, -32, 0, 7]])
     for _ in range(3):
         optimizer.zero_grad()
-        out = model(x, torch.tensor([0.005, 0.05]), torch.rand(2, 3) + 0.5)
-        models.RateDistortionLoss()(
-            out, x, torch.tensor([0.005, 0.05]), torch.ones(2, 3)
-        )["loss"].backward()
+        out = model(x, rate)
+        models.RateDistortionLoss()(out, x, *model.rate_values(rate))["loss"].backward()
         optimizer.step()
     silent = [
         n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()
@@ -94,27 +99,58 @@ def test_gradients_reach_every_parameter():
 
 
 def test_compress_and_decompress_reproduce_the_rounded_forward_pass(tiny_model):
-    x = torch.rand(1, 3, 48, 32)
-    lmbda, betas = rate_inputs(tiny_model, batch=1)
-    reference = tiny_model(x, lmbda, betas)["x_hat"]
-    coded = tiny_model.compress(x, lmbda, betas, reconstruct=True)
-    symbols = iter(coded["symbols"])
-    decoded = tiny_model.decompress(
-        (3, 2), lmbda, betas, lambda layer, scale: next(symbols)
-    )
-    assert torch.equal(coded["x_hat"], reference)
-    assert torch.equal(decoded["x_hat"], reference)
+    pixels = (torch.rand(1, 3, 48, 32) * 255).to(torch.uint8)
+    rate = rate_codes(tiny_model, batch=1)
+    reference = to_pixels_uint8(tiny_model(pixels.float() / 255, rate)["x_hat"])
+    coded = tiny_model.compress(pixels, rate, reconstruct=True)
+    symbols, indexes = iter(coded["symbols"]), iter(coded["indexes"])
+
+    def read_symbols(layer, layer_indexes):
+        assert torch.equal(layer_indexes, next(indexes))
+        return next(symbols)
+
+    decoded = tiny_model.decompress((3, 2), rate, read_symbols)
+    assert torch.equal(coded["pixels"], reference)
+    assert torch.equal(decoded["pixels"], reference)
+
+
+def test_tiled_runs_compute_what_whole_runs_compute(tiny_model):
+    """Exactly the same symbols and indexes; pixels within float rounding."""
+    pixels = (torch.rand(1, 3, 96, 128) * 255).to(torch.uint8)
+    rate = rate_codes(tiny_model, batch=1)
+    whole = tiny_model.compress(pixels, rate, reconstruct=True)
+    tiled = tiny_model.compress(pixels, rate, reconstruct=True, tile=32)
+    for key in ("symbols", "indexes"):
+        assert all(map(torch.equal, whole[key], tiled[key]))
+    difference = (whole["pixels"].int() - tiled["pixels"].int()).abs()
+    assert difference.max() <= 1
+
+
+def test_compressed_indexes_are_the_table_of_the_continuous_scale(tiny_model):
+    """Index i means scale_min * exp(i * step): the nearest table in log scale."""
+    pixels = (torch.rand(1, 3, 32, 32) * 255).to(torch.uint8)
+    coded = tiny_model.compress(pixels, rate_codes(tiny_model, 1))
+    config = tiny_model.config
+    step = np.log(config.scale_max / config.scale_min) / (config.num_scales - 1)
+    for indexes, scales in zip(coded["indexes"], coded["scales"], strict=True):
+        nearest = torch.round(torch.log(scales / config.scale_min) / step)
+        assert (indexes - nearest).abs().max() <= 0 + 1e-6
 
 
 def test_decompress_without_symbols_uses_prior_means(tiny_model):
-    lmbda, betas = rate_inputs(tiny_model, batch=1)
-    out = tiny_model.decompress((2, 2), lmbda, betas, lambda layer, scale: None)
-    assert out["x_hat"].shape == (1, 3, 32, 32)
+    rate = rate_codes(tiny_model, batch=1)
+    out = tiny_model.decompress((2, 2), rate, lambda layer, indexes: None)
+    assert out["pixels"].shape == (1, 3, 32, 32)
 
 
 def test_model_rejects_sizes_that_are_not_multiples_of_the_top_stride(tiny_model):
     with pytest.raises(ValueError, match="multiple of 16"):
-        tiny_model(torch.rand(1, 3, 30, 32), *rate_inputs(tiny_model, batch=1))
+        tiny_model(torch.rand(1, 3, 30, 32), rate_codes(tiny_model, batch=1))
+
+
+def test_model_rejects_rate_codes_of_the_wrong_shape(tiny_model):
+    with pytest.raises(ValueError, match=r"rate codes need shape \(batch, 4\)"):
+        tiny_model(torch.rand(1, 3, 32, 32), torch.zeros(1, 3, dtype=torch.int64))
 
 
 def test_build_model_lists_valid_presets_for_an_unknown_name():
@@ -141,19 +177,38 @@ def test_config_survives_a_dict_round_trip():
 
 def test_quality_maps_monotonically_onto_the_lambda_range():
     config = models.get_config("base")
-    lambdas = [config.lmbda_for_quality(q) for q in range(0, 101, 10)]
+    lambdas = [config.lmbda_of(config.quality_code(q)) for q in range(0, 101, 10)]
     assert lambdas == sorted(lambdas)
     assert lambdas[0] == pytest.approx(config.lmbda_min)
     assert lambdas[-1] == pytest.approx(config.lmbda_max)
     with pytest.raises(ValueError):
-        config.lmbda_for_quality(101)
+        config.quality_code(101)
+
+
+def test_lambda_and_beta_codes_round_trip_to_the_nearest_grid_point():
+    config = models.get_config("base")
+    assert config.lmbda_of(config.lmbda_code(0.01)) == pytest.approx(0.01, rel=1e-3)
+    assert config.lmbda_code(config.lmbda_of(1234)) == 1234
+    assert config.beta_code_range == (-32, 32)
+    assert config.beta_code(2.0) == 16 and config.beta_code(1.0) == 0
+    with pytest.raises(ValueError, match="trained range"):
+        config.lmbda_code(1.0)
+    with pytest.raises(ValueError, match="layer weights must lie in"):
+        config.beta_code(8.0)
+
+
+def test_rate_values_turn_codes_into_lambda_and_betas(tiny_model):
+    config = tiny_model.config
+    lmbda, betas = tiny_model.rate_values(torch.tensor([[4096, -32, 0, 16]]))
+    assert lmbda.item() == pytest.approx(config.lmbda_max, rel=1e-6)
+    assert betas.tolist() == [[0.25, 1.0, 2.0]]
 
 
 def test_checkpoint_round_trip_rebuilds_an_identical_model(tmp_path, tiny_model):
     path = tmp_path / "model.pt"
     models.save_checkpoint(path, models.checkpoint_dict(tiny_model, step=7))
     loaded, checkpoint = models.load_checkpoint(path)
-    assert checkpoint["step"] == 7 and checkpoint["format"] == 1
+    assert checkpoint["step"] == 7 and checkpoint["format"] == 2
     assert checkpoint["rate_range"]["lmbda"] == [0.0009, 0.16]
     assert loaded.config == tiny_model.config
     for (name, a), (_, b) in zip(
@@ -161,10 +216,8 @@ def test_checkpoint_round_trip_rebuilds_an_identical_model(tmp_path, tiny_model)
     ):
         assert torch.equal(a, b), name
     x = torch.rand(1, 3, 32, 32)
-    lmbda, betas = rate_inputs(tiny_model, batch=1)
-    assert torch.equal(
-        loaded(x, lmbda, betas)["x_hat"], tiny_model(x, lmbda, betas)["x_hat"]
-    )
+    rate = rate_codes(tiny_model, batch=1)
+    assert torch.equal(loaded(x, rate)["x_hat"], tiny_model(x, rate)["x_hat"])
 
 
 def test_checkpoint_loading_rejects_other_files(tmp_path):
@@ -174,11 +227,15 @@ def test_checkpoint_loading_rejects_other_files(tmp_path):
         models.load_checkpoint(path)
 
 
-def test_rate_settings_are_sampled_over_the_configured_ranges(tiny_model):
+def test_rate_codes_are_sampled_over_the_configured_ranges(tiny_model):
     options = TrainOptions(data=[], out="", random_beta_share=0.5)
-    lmbda, betas = sample_rate_settings(4096, tiny_model, options, "cpu")
+    codes = sample_rate_codes(4096, tiny_model, options, "cpu")
+    lmbda, betas = tiny_model.rate_values(codes)
     config = tiny_model.config
-    assert lmbda.min() >= config.lmbda_min and lmbda.max() <= config.lmbda_max
+    assert codes[:, 0].min() >= 0 and codes[:, 0].max() <= 4096
+    assert codes[:, 0].float().std() > 1000  # spread over the whole range
+    assert lmbda.min() >= config.lmbda_min * 0.999999
+    assert lmbda.max() <= config.lmbda_max * 1.000001
     assert ((betas >= config.beta_min) & (betas <= config.beta_max)).all()
     share_random = (betas != 1).any(dim=1).float().mean()
     assert 0.3 < share_random < 0.5  # half chosen, each with random layers
@@ -228,7 +285,7 @@ def test_distributed_training_with_two_gloo_processes(tmp_path):
         "--master_port",
         "29533",
         "-m",
-        "cli",
+        "hvae_compress",
         "train",
         str(TRAIN_00),
         "--out",
@@ -261,7 +318,7 @@ def test_distributed_training_with_two_gloo_processes(tmp_path):
 
 def bottom_layer_share(checkpoint, betas, images) -> float:
     """Share of the file bytes in the bottom latent layer, at the trained betas."""
-    import codec
+    from hvae_compress import codec
 
     coder = codec.Codec(checkpoint, "cpu")
     layer_bytes = np.zeros(3)

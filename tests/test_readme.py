@@ -7,7 +7,7 @@ import re
 import pytest
 from PIL import Image
 
-import models
+from hvae_compress import models
 
 from .conftest import REPO, natural_image
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-import codec
-from cli import main
+from hvae_compress import codec
+from hvae_compress.cli import main
 
 from . import fuzz
 from .conftest import REPO, SHARED, natural_image
@@ -255,7 +255,7 @@ def test_killing_encode_or_decode_mid_write_leaves_no_partial_output(
         [
             sys.executable,
             "-m",
-            "cli",
+            "hvae_compress",
             "encode",
             str(source),
             "-o",
@@ -278,7 +278,7 @@ def test_killing_encode_or_decode_mid_write_leaves_no_partial_output(
                 [
                     sys.executable,
                     "-m",
-                    "cli",
+                    "hvae_compress",
                     *args,
                     "--model",
                     model,

@@ -2,16 +2,13 @@
 
 Every number is measured, never estimated: each image is encoded to real bytes
 and decoded back; bpp = file bits / pixels; PSNR and MS-SSIM on the decoded
-8-bit RGB image, averaged per image. Records are plain dicts (one per image and
-setting) so they go straight to CSV and JSON; `summarize` turns them into
-CompressAI's results format, `bd_rate` compares two curves.
+8-bit RGB image. Records are plain dicts (one per image and setting) so they go
+straight to CSV and JSON; `evaluation.curves` turns them into curves.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,15 +18,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .container import read_header
+from ..codec.container import read_header
+from ..files import read_rgb
 from .metrics import ms_ssim, psnr
 
 DEFAULT_QUALITIES = (5, 20, 40, 60, 80, 95)
-
-
-def _load_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def _quality_fields(original: np.ndarray, decoded, with_ms_ssim: bool) -> dict:
@@ -70,7 +63,7 @@ def measure_model(
     Returns one record for the full decode and, with ``progressive``, one per
     number of top layers K (bpp then counts the file cut after those layers).
     """
-    original = _load_rgb(path)
+    original = np.asarray(read_rgb(path))
     pixels = original.shape[0] * original.shape[1]
     start = time.perf_counter()
     report = codec.encode_report(
@@ -117,7 +110,7 @@ def measure_model(
 def _progressive(codec, data, header, original, base, with_ms_ssim) -> list[dict]:
     pixels = original.shape[0] * original.shape[1]
     records = []
-    kept = header.header_bytes + header.icc_length + header.alpha_length
+    kept = header.header_bytes + header.metadata_bytes
     for k, layer in enumerate(header.layers[:-1], start=1):
         kept += layer.num_bytes
         start = time.perf_counter()
@@ -216,7 +209,7 @@ def measure_classical(
     codec: ClassicalCodec, path: Path, level, with_ms_ssim=True
 ) -> dict:
     """Encode one image with Pillow at one quality level, decode, measure."""
-    original = _load_rgb(path)
+    original = np.asarray(read_rgb(path))
     source = Image.fromarray(original)
     buffer = io.BytesIO()
     start = time.perf_counter()
@@ -265,98 +258,3 @@ def evaluate_classical(
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         return list(pool.map(run, jobs))
-
-
-# --- summaries, anchors, BD-rate ---------------------------------------------------
-
-
-def summarize(records: list[dict], name: str, description: str) -> dict:
-    """Per-setting means in CompressAI's results format, sorted by rate.
-
-    Only full decodes are summarized (progressive records are left out).
-    """
-    full = [r for r in records if not r.get("progressive")]
-    settings = sorted({r["setting"] for r in full}, key=lambda s: _mean(full, s, "bpp"))
-    keys = {
-        "bpp": "bpp",
-        "psnr-rgb": "psnr",
-        "ms-ssim-rgb": "ms_ssim",
-        "encoding_time": "encoding_time",
-        "decoding_time": "decoding_time",
-    }
-    results = {
-        out: [_mean(full, s, key) for s in settings] for out, key in keys.items()
-    }
-    if all("estimated_bpp" in r for r in full):
-        results["estimated_bpp"] = [_mean(full, s, "estimated_bpp") for s in settings]
-    return {
-        "name": name,
-        "description": description,
-        "settings": settings,
-        "results": results,
-    }
-
-
-def _mean(records: list[dict], setting: str, key: str) -> float:
-    values = [r[key] for r in records if r["setting"] == setting]
-    return float(np.mean(values))
-
-
-def load_anchors(folder: str | Path) -> dict[str, dict]:
-    """Published RD curves (CompressAI results format) from every JSON in a folder.
-
-    Returns {name: {"bpp": [...], "psnr": [...]}}; 'psnr-rgb' or 'psnr' is read.
-    """
-    anchors = {}
-    for path in sorted(Path(folder).glob("*.json")):
-        content = json.loads(path.read_text())
-        results = content.get("results", {})
-        curve_psnr = results.get("psnr-rgb") or results.get("psnr")
-        if "bpp" in results and curve_psnr:
-            anchors[content.get("name", path.stem)] = {
-                "bpp": results["bpp"],
-                "psnr": curve_psnr,
-            }
-    if not anchors:
-        raise ValueError(f"no anchor curves (results with bpp and PSNR) in {folder}")
-    return anchors
-
-
-def bd_rate(rate_test, psnr_test, rate_anchor, psnr_anchor) -> float:
-    """Bjøntegaard delta rate of ``test`` against ``anchor``, in percent.
-
-    Fits log(rate) as a cubic polynomial of PSNR for each curve and compares the
-    integrals over the overlapping PSNR range; negative means ``test`` needs
-    fewer bits for the same quality. NaN when the ranges do not overlap or a
-    curve has fewer than four points.
-    """
-    curves = []
-    for rate, quality in ((rate_test, psnr_test), (rate_anchor, psnr_anchor)):
-        rate, quality = np.asarray(rate, float), np.asarray(quality, float)
-        keep = np.isfinite(rate) & np.isfinite(quality) & (rate > 0)
-        curves.append((np.log(rate[keep]), quality[keep]))
-    if min(len(q) for _, q in curves) < 4:
-        return float("nan")
-    low = max(q.min() for _, q in curves)
-    high = min(q.max() for _, q in curves)
-    if not low < high:
-        return float("nan")
-    integrals = []
-    for log_rate, quality in curves:
-        fit = np.polyint(np.polyfit(quality, log_rate, 3))
-        integrals.append((np.polyval(fit, high) - np.polyval(fit, low)) / (high - low))
-    return float((math.exp(integrals[0] - integrals[1]) - 1) * 100)
-
-
-def bd_rate_table(test: dict, others: dict[str, dict]) -> dict[str, float]:
-    """BD-rate of a summarized curve against each of ``others`` ({name: bpp/psnr})."""
-    ours = test["results"]
-    return {
-        name: bd_rate(ours["bpp"], ours["psnr-rgb"], curve["bpp"], curve["psnr"])
-        for name, curve in others.items()
-    }
-
-
-def as_curve(summary: dict) -> dict:
-    """A summarized result -> {"bpp", "psnr"} like an anchor."""
-    return {"bpp": summary["results"]["bpp"], "psnr": summary["results"]["psnr-rgb"]}

@@ -1,0 +1,190 @@
+"""Exact arithmetic: layers whose outputs are the same numbers on every machine.
+
+Why. The entropy coder's state is decided by each symbol's scale-table index.
+If a decoder computes one index differently from the encoder, the stream
+desynchronizes. Float convolutions differ in their last bits between CPU
+kernels (AVX-512, AVX2, SSE, oneDNN on or off), thread counts and devices, and
+with ~10^5 scales per image one of them always lands on a table boundary. So
+everything that decides an index is computed here, in arithmetic where no
+summation order can change a result (Ballé, Johnston & Minnen, "Integer Networks
+for Data Compression with Latent-Variable Models", ICLR 2019).
+
+How. Every number on this path lies on a power-of-two grid, held in float32:
+
+- activations are integers times ``2**-frac`` with a fixed ``frac`` per input,
+  clamped to a fixed integer range (8 or 9 bits): `Grid`;
+- each output channel's weights are integers in [-127, 127] times ``2**-f_c``,
+  its bias an integer times ``2**-(frac + f_c)`` (``f_c`` is chosen from the
+  weights and stored as a buffer, `ExactConv2d.refresh_grid`);
+- so a convolution's every product, and every partial sum, is an integer in
+  units of ``2**-(frac + f_c)``, and ``f_c`` is chosen so that the sum of
+  absolute products stays below ``2**24``. float32 holds every such integer
+  exactly, so any summation order -- any kernel, SIMD width, thread count or
+  device -- gives the same sum. Scaling by powers of two is exact; rounding is
+  explicit (`snap`, half to even), never left to the hardware.
+
+Float64 would give more headroom but runs convolutions 2.4-14x slower on CPUs;
+8-bit weights and activations keep the exact path as fast as the float one, and
+training with the rounding in place (straight-through gradients) makes the
+network at home on the grid. Outputs are rounded to their grid once more after
+each convolution, which also absorbs the tiny errors of algorithms such as
+Winograd's if a backend ever picks one. `exact_mode` switches off the reduced
+precision modes (TF32, bf16) that some backends allow for float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WEIGHT_UNITS = 127  # weights are integers in [-127, 127] per output channel
+ACCUMULATOR_UNITS = 2**24  # float32 holds every integer of magnitude below this
+# The bound is checked on rounded float64 sums; keep a safety factor of 2.
+_ACCUMULATOR_BUDGET = ACCUMULATOR_UNITS // 2
+_MAX_WEIGHT_FRAC = 30  # finest weight grid (all-zero channels end here)
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """Round half to even; gradients pass straight through while training."""
+    if x.requires_grad:
+        return x + (torch.round(x) - x).detach()
+    return torch.round(x)
+
+
+def pow2(exponent: torch.Tensor) -> torch.Tensor:
+    """2**exponent in float32, built from its bits: exact, unlike a library pow."""
+    biased = exponent.to(torch.int32).clamp(-126, 127) + 127
+    return (biased << 23).view(torch.float32)
+
+
+def snap(x: torch.Tensor, frac: int | torch.Tensor) -> torch.Tensor:
+    """Round x to the multiples of 2**-frac (frac: an int or a broadcastable tensor)."""
+    if isinstance(frac, int):
+        scale = math.ldexp(1.0, frac)
+        return round_ste(x * scale) / scale
+    scale = pow2(frac).to(x.dtype)
+    return round_ste(x * scale) / scale
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The grid of a layer's input: integers in [low, high] times 2**-frac."""
+
+    frac: int
+    low: int
+    high: int
+
+    @property
+    def max_units(self) -> int:
+        return max(abs(self.low), abs(self.high))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        unit = math.ldexp(1.0, -self.frac)
+        return snap(x, self.frac).clamp(self.low * unit, self.high * unit)
+
+
+class ExactConv2d(nn.Module):
+    """A convolution (or a transposed one) on a grid, exact in float32.
+
+    Args:
+        grid: the grid its input is rounded and clamped to.
+        transposed: a transposed convolution with kernel = stride (patch_up).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        grid: Grid,
+        transposed: bool = False,
+    ):
+        super().__init__()
+        self.grid = grid
+        self.transposed = transposed
+        self.kernel_size = kernel_size
+        shape = (
+            (in_channels, out_channels) if transposed else (out_channels, in_channels)
+        )
+        self.weight = nn.Parameter(torch.empty(*shape, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        fan_in = in_channels * (1 if transposed else kernel_size**2)
+        nn.init.uniform_(self.weight, -(fan_in**-0.5), fan_in**-0.5)
+        self.register_buffer("weight_frac", torch.zeros(out_channels))
+        self.refresh_grid()
+
+    def _per_output(self, weight: torch.Tensor) -> torch.Tensor:
+        """Weights as (out_channels, everything that sums into one output)."""
+        return (
+            weight.transpose(0, 1).flatten(1) if self.transposed else weight.flatten(1)
+        )
+
+    @torch.no_grad()
+    def refresh_grid(self) -> None:
+        """Choose each output channel's weight grid 2**-f_c from the weights.
+
+        The finest grid on which the largest weight fits in 127 units and the
+        sum of absolute products stays within the accumulator budget.
+        """
+        weight = self._per_output(self.weight.detach().double()).abs()
+        bias = self.bias.detach().double().abs()
+        _, exponent = torch.frexp(weight.amax(1))  # peak = m * 2**exponent, m < 1
+        # 2**(7 - exponent) puts the peak in [64, 128): one step finer than fits.
+        frac = (7 - exponent).clamp(max=_MAX_WEIGHT_FRAC).double()
+        for _ in range(80):
+            units = torch.round(weight * torch.exp2(frac)[:, None])
+            bias_units = torch.round(bias * torch.exp2(frac + self.grid.frac))
+            total = units.sum(1) * self.grid.max_units + bias_units
+            too_big = (units.amax(1) > WEIGHT_UNITS) | (total >= _ACCUMULATOR_BUDGET)
+            if not too_big.any():
+                break
+            frac = frac - too_big.double()
+        self.weight_frac.copy_(frac)
+
+    def grid_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weights and bias rounded to their grids (straight-through in training)."""
+        if self.training:
+            self.refresh_grid()
+        frac = self.weight_frac
+        shape = (1, -1, 1, 1) if self.transposed else (-1, 1, 1, 1)
+        weight = snap(self.weight, frac.view(shape))
+        bias = snap(self.bias, frac + self.grid.frac)
+        return weight, bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.grid(x)
+        weight, bias = self.grid_parameters()
+        if self.transposed:
+            y = F.conv_transpose2d(x, weight, bias, stride=self.kernel_size)
+        else:
+            y = F.conv2d(x, weight, bias, padding=self.kernel_size // 2)
+        if not self.training:
+            # Exact sums are already on the grid; this only absorbs the errors of
+            # a non-exact algorithm, should a backend choose one.
+            y = snap(y, (self.weight_frac + self.grid.frac).view(1, -1, 1, 1))
+        return y
+
+
+@contextlib.contextmanager
+def exact_mode(device: torch.device):
+    """Run float32 convolutions at full precision (no TF32, no bf16 inside)."""
+    settings = [(torch.backends.mkldnn.conv, "fp32_precision", "none")]
+    if device.type == "cuda":
+        settings += [
+            (torch.backends.cudnn.conv, "fp32_precision", "ieee"),
+            (torch.backends.cuda.matmul, "fp32_precision", "ieee"),
+        ]
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in settings]
+    try:
+        for owner, name, value in settings:
+            setattr(owner, name, value)
+        with torch.autocast(device.type, enabled=False):
+            yield
+    finally:
+        for owner, name, value in saved:
+            setattr(owner, name, value)

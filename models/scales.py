@@ -1,0 +1,168 @@
+"""The scale network: each symbol's coding-table index, computed exactly.
+
+Residual coding makes a drifting prior *mean* harmless: a decoder whose mean
+differs in the last bit still reads the same symbol, and the image moves by a
+hair. The prior *scale* picks the coding table and must not drift at all. So the
+scales come from this network, which sees only what a decoder knows exactly --
+the rate codes of the header and the integer symbols of the layers above -- and
+computes in the exact arithmetic of `models.exact`. It walks top-down in
+lockstep with the float network (`HierarchicalVAE._top_down`)::
+
+    rate codes ── embed ───────────┬──────────────┬────────────────┬── ...
+                                   │              │                │
+    constant ── [prior → logits_0; merge s_0] ── x2 ── [prior → logits_1; ...
+
+Every `ScaleBlock` takes the state through a residual block shifted by the rate
+embedding, reads the scale logits of its layer off the state, then merges the
+layer's symbols into it. A logit y stands for the scale
+``sigma = scale_min * exp(softplus(y))`` (in training) and, in coding, for table
+``#{i : y > t_i}``, where the stored thresholds t_i are the table boundaries
+(geometric midpoints of the table scales) mapped through the same function.
+
+Symbols enter clamped to [-127, 127] (larger ones are rare and already cost
+many bits; the clamp only limits what the network learns from them).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import HVAEConfig
+from .exact import ExactConv2d, Grid
+
+STATE = Grid(5, -(2**15 - 1), 2**15 - 1)  # the residual stream, 16 bits
+ACTIVATION = Grid(5, 0, 255)  # ReLU outputs into a convolution, 8 bits
+SIGNED = Grid(5, -255, 255)  # the state into a resampling convolution
+SYMBOLS = Grid(0, -127, 127)  # the symbols of a layer, clamped
+POSITIONS = Grid(11, -2048, 2048)  # rate positions (see `rate_positions`)
+
+
+def _float32(method):
+    """Run a scale-network step in float32 even inside a bf16 autocast region."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with torch.autocast(args[0].device.type, enabled=False):
+            args = [t.float() for t in args]
+            return method(self, *args, **{k: t.float() for k, t in kwargs.items()})
+
+    return wrapper
+
+
+def inverse_softplus(value: float) -> float:
+    return value + math.log(-math.expm1(-value))
+
+
+class ScaleBlock(nn.Module):
+    """One latent layer of the scale network: logits of its scales, then its merge."""
+
+    halo = 3  # context of `prior`: conv1, conv2 and the head, all 3x3
+
+    def __init__(
+        self,
+        width: int,
+        channels: int,
+        cond_dim: int,
+        initial_logit: float,
+        merges: bool = True,
+    ):
+        super().__init__()
+        self.conv1 = ExactConv2d(width, width, 3, ACTIVATION)
+        self.shift = ExactConv2d(cond_dim, width, 1, ACTIVATION)
+        self.conv2 = ExactConv2d(width, width, 3, ACTIVATION)
+        self.head = ExactConv2d(width, channels, 3, ACTIVATION)
+        # The last layer's symbols inform no later scale: nothing to merge.
+        self.symbol_embedding = (
+            ExactConv2d(channels, width, 1, SYMBOLS) if merges else None
+        )
+        # Start as the identity on the state, predicting scales near 1.
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.head.weight)
+        nn.init.constant_(self.head.bias, initial_logit)
+        for conv in (self.conv2, self.head):
+            conv.refresh_grid()
+
+    @_float32
+    def prior(self, state, cond):
+        """state (B, W, h, w), cond (B, D, 1, 1) -> (new state, logits (B, C, h, w))."""
+        h = STATE(self.conv1(F.relu(state))) + STATE(self.shift(cond))
+        state = STATE(state + STATE(self.conv2(F.relu(h))))
+        return state, self.head(F.relu(state))
+
+    @_float32
+    def merge(self, state, symbols):
+        """Add the layer's symbols (B, C, h, w), integers or rounded, to the state."""
+        if self.symbol_embedding is None:
+            return state
+        return STATE(state + STATE(self.symbol_embedding(symbols)))
+
+
+class ScaleNetwork(nn.Module):
+    """Rate codes and the symbols of the layers above -> scales, exactly."""
+
+    def __init__(self, config: HVAEConfig):
+        super().__init__()
+        c = config
+        self.scale_min, self.scale_max = c.scale_min, c.scale_max
+        step = math.log(c.scale_max / c.scale_min) / (c.num_scales - 1)
+        widths, cond_dim = c.scale_widths, c.scale_cond_dim
+        # The levels the network walks: down to the last one with latent layers.
+        self.num_levels = max(i for i, n in enumerate(c.latent_layers) if n) + 1
+        self.rate_in = ExactConv2d(1 + c.num_latent_layers, cond_dim, 1, POSITIONS)
+        self.rate_hidden = ExactConv2d(cond_dim, cond_dim, 1, ACTIVATION)
+        # Positive values: a ReLU at zero would pass no gradient to it.
+        self.initial = nn.Parameter(torch.rand(1, widths[0], 1, 1))
+        initial_logit = inverse_softplus(math.log(1 / c.scale_min))
+        last = c.num_latent_layers - 1
+        layer = iter(range(c.num_latent_layers))
+        self.blocks = nn.ModuleList(
+            nn.ModuleList(
+                ScaleBlock(
+                    widths[i],
+                    c.latent_channels[i],
+                    cond_dim,
+                    initial_logit,
+                    merges=next(layer) < last,
+                )
+                for _ in range(c.latent_layers[i])
+            )
+            for i in range(c.num_levels)
+        )
+        self.upsample = nn.ModuleList(
+            ExactConv2d(widths[i], widths[i + 1], 2, SIGNED, transposed=True)
+            for i in range(self.num_levels - 1)
+        )
+        # Table i covers logits above t_{i-1} and up to t_i: the boundaries
+        # between consecutive table scales, mapped through the logit -> sigma map.
+        boundaries = [(i + 0.5) * step for i in range(c.num_scales - 1)]
+        thresholds = torch.tensor([inverse_softplus(b) for b in boundaries])
+        self.register_buffer("thresholds", thresholds.double())
+
+    @_float32
+    def embed(self, positions):
+        """Rate positions (B, 1 + L) -> the rate embedding (B, D, 1, 1)."""
+        hidden = self.rate_in(positions[:, :, None, None])
+        return F.relu(self.rate_hidden(F.relu(hidden)))
+
+    def initial_state(self, batch: int, grid: tuple[int, int]) -> torch.Tensor:
+        return STATE(self.initial.float()).expand(batch, -1, *grid)
+
+    def resample(self, state: torch.Tensor, level: int) -> torch.Tensor:
+        """From ``level`` to the next finer one (stride / 2)."""
+        with torch.autocast(state.device.type, enabled=False):
+            return STATE(self.upsample[level](state.float()))
+
+    def scales(self, logits: torch.Tensor) -> torch.Tensor:
+        """Continuous prior scales in [scale_min, scale_max] (training, estimates)."""
+        log_scale = math.log(self.scale_min) + F.softplus(logits.float())
+        return log_scale.exp().clamp(max=self.scale_max)
+
+    def indexes(self, logits: torch.Tensor) -> torch.Tensor:
+        """Table index of every scale: exact comparisons with stored thresholds."""
+        logits = logits.double().contiguous()
+        return torch.bucketize(logits, self.thresholds).to(torch.int32)
