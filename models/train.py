@@ -11,6 +11,7 @@ import copy
 import itertools
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -149,20 +150,23 @@ def validate(
 
 
 def _load_start(opts: TrainOptions):
-    """The model, its EMA, the step to start from and the checkpoint (if any)."""
+    """The model, its EMA, the step to start from, the checkpoint to resume (if
+    any) and the training record so far (steps and time add up across runs)."""
     if opts.resume:
         checkpoint = read_checkpoint(opts.resume)
         model = model_from_checkpoint(checkpoint)
         ema = model_from_checkpoint(checkpoint, "ema_state_dict")
-        return model, ema, checkpoint["step"], checkpoint
+        info = checkpoint.get("train_info", {})
+        return model, ema, checkpoint["step"], checkpoint, info
     if opts.init:
         # Fine-tuning: weights (the EMA, where present) without the optimizer state.
         checkpoint = read_checkpoint(opts.init, upgrade=True)
         weights = "ema_state_dict" if "ema_state_dict" in checkpoint else "state_dict"
         model = model_from_checkpoint(checkpoint, weights)
-        return model, copy.deepcopy(model), checkpoint["step"], None
+        info = checkpoint.get("train_info", {})
+        return model, copy.deepcopy(model), checkpoint["step"], None, info
     model = build_model(opts.model)
-    return model, copy.deepcopy(model), 0, None
+    return model, copy.deepcopy(model), 0, None, {}
 
 
 def _batches(loader, sampler):
@@ -214,7 +218,7 @@ class Trainer:
         self.env = setup_distributed(opts.device)
         self.out = Path(opts.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.model, self.ema, self.start_step, checkpoint = _load_start(opts)
+        self.model, self.ema, self.start_step, checkpoint, info = _load_start(opts)
         # A resumed run keeps its optimizer state and needs no second warm-up.
         self.warmup_from = 0 if checkpoint is not None else self.start_step
         stride = self.model.config.top_stride
@@ -230,14 +234,10 @@ class Trainer:
         self.ema.to(self.env.device, memory_format=layout).eval().requires_grad_(False)
         self.precision = resolve_precision(opts.precision, self.env.device)
         self.optimizer = torch.optim.Adam(self._trained_parameters(), lr=opts.lr)
-        self.info = {
-            "skipped_steps": 0,
-            "train_seconds": 0.0,
-            "device": str(self.env.device),
-        }
+        self.info = {"skipped_steps": 0, "train_seconds": 0.0, **info}
+        self.info["device"] = str(self.env.device)
         if checkpoint is not None:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
-            self.info.update(checkpoint.get("train_info", {}))
         self.wrapped = self.model
         if self.env.world_size > 1:
             self.wrapped = torch.nn.parallel.DistributedDataParallel(self.model)
@@ -337,11 +337,14 @@ class Trainer:
             options=asdict(opts),
             world_size=env.world_size,
         )
+        speaks = env.is_main and not opts.quiet
+        # A progress bar on a terminal; in a log file, a plain line per record.
+        on_terminal = sys.stderr.isatty()
         progress = tqdm(
             total=opts.steps,
             initial=self.start_step,
             desc="train",
-            disable=opts.quiet or not env.is_main,
+            disable=not (speaks and on_terminal),
             dynamic_ncols=True,
         )
         last, started = {}, time.perf_counter()
@@ -351,10 +354,13 @@ class Trainer:
             if outcome and (step % opts.log_every == 0 or step == opts.steps):
                 last = self.record(step, *outcome)
                 layers = "/".join(f"{v:.3f}" for v in last["per_layer_bpp"])
-                progress.set_postfix_str(
+                line = (
                     f"loss {last['loss']:.3f} bpp {last['bpp']:.3f} [{layers}] "
                     f"PSNR {last['psnr']:.2f}"
                 )
+                progress.set_postfix_str(line)
+                if speaks and not on_terminal:
+                    print(f"step {step}: {line}", file=sys.stderr, flush=True)
             if step % opts.checkpoint_every == 0:
                 self.info["train_seconds"] += time.perf_counter() - started
                 started = time.perf_counter()

@@ -56,10 +56,18 @@ def test_paths_bytes_pil_images_and_arrays_encode_identically(tiny_codec, image_
     assert len(encoded) == 1
 
 
-def test_decoding_in_a_fresh_process_with_one_thread_gives_identical_pixels(
-    tmp_path, tiny_checkpoint, image_file
-):
+@pytest.fixture
+def two_threads():
+    """Two torch threads for one test, then whatever there were before."""
+    before = torch.get_num_threads()
     torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_decoding_in_a_fresh_process_with_one_thread_gives_identical_pixels(
+    tmp_path, tiny_checkpoint, image_file, two_threads
+):
     here = codec.Codec(tiny_checkpoint, "cpu")
     data = here.encode(image_file, quality=70)
     (tmp_path / "image.hvae").write_bytes(data)

@@ -16,7 +16,7 @@ from hvae_compress.cli import main as cli_main
 from hvae_compress.models.hvae import to_pixels_uint8
 from hvae_compress.models.train import TrainOptions, sample_rate_codes, train
 
-from .conftest import REPO, TRAIN_00, make_tiny_model, natural_image
+from .conftest import REPO, TRAIN_00, make_tiny_model, natural_image, needs_shared
 
 
 def rate_codes(model, batch=2, quality=50):
@@ -241,9 +241,9 @@ def test_rate_codes_are_sampled_over_the_configured_ranges(tiny_model):
     assert 0.3 < share_random < 0.5  # half chosen, each with random layers
 
 
-def tiny_training(out, steps, **overrides):
+def tiny_training(out, data, steps, **overrides):
     options = dict(
-        data=[str(TRAIN_00)],
+        data=[str(data)],
         out=str(out),
         model="tiny",
         steps=steps,
@@ -260,12 +260,13 @@ def tiny_training(out, steps, **overrides):
     return train(TrainOptions(**{**options, **overrides}))
 
 
-def test_training_writes_checkpoints_and_resumes_from_them(tmp_path):
-    summary = tiny_training(tmp_path, steps=10)
+def test_training_writes_checkpoints_and_resumes_from_them(tmp_path, training_folder):
+    summary = tiny_training(tmp_path, training_folder, steps=10)
     assert summary["step"] == 10 and summary["skipped_steps"] == 0
     first = models.read_checkpoint(tmp_path / "checkpoint.pt")
     assert first["step"] == 10 and "ema_state_dict" in first and "optimizer" in first
-    summary = tiny_training(tmp_path, steps=15, resume=str(tmp_path / "checkpoint.pt"))
+    resume = str(tmp_path / "checkpoint.pt")
+    summary = tiny_training(tmp_path, training_folder, steps=15, resume=resume)
     assert models.read_checkpoint(tmp_path / "checkpoint.pt")["step"] == 15
     log = [
         json.loads(line)
@@ -275,7 +276,7 @@ def test_training_writes_checkpoints_and_resumes_from_them(tmp_path):
 
 
 @pytest.mark.slow
-def test_distributed_training_with_two_gloo_processes(tmp_path):
+def test_distributed_training_with_two_gloo_processes(tmp_path, training_folder):
     command = [
         sys.executable,
         "-m",
@@ -287,7 +288,7 @@ def test_distributed_training_with_two_gloo_processes(tmp_path):
         "-m",
         "hvae_compress",
         "train",
-        str(TRAIN_00),
+        str(training_folder),
         "--out",
         str(tmp_path),
         "--model",
@@ -329,6 +330,7 @@ def bottom_layer_share(checkpoint, betas, images) -> float:
 
 
 @pytest.mark.slow
+@needs_shared
 def test_a_larger_bottom_layer_beta_moves_bits_out_of_that_layer(tmp_path):
     """The paper's effect, with the real training command, from one shared start."""
     common = [

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from PIL import Image
-
-from hvae_compress import models
 
 from .conftest import REPO, natural_image
 
@@ -26,7 +23,6 @@ def test_quickstart_is_two_commands_and_ci_runs_the_second_verbatim():
     assert commands[1] in ci_lines
 
 
-@pytest.mark.skipif("base" not in models.shipped_models(), reason="no shipped weights")
 def test_python_api_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Image.fromarray(natural_image(96, 128)).save("photo.png")
