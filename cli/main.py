@@ -213,6 +213,7 @@ def run_encode(args) -> int:
                 quality=args.quality,
                 lmbda=args.lmbda,
                 layer_weights=args.layer_weights,
+                bit_counts=False,
             )
             paths.write_output(target, report.data, args.force)
             seconds = time.perf_counter() - start

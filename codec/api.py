@@ -27,6 +27,7 @@ from .container import (
 )
 from .image_io import (
     DEFAULT_MAX_PIXELS,
+    SourceImage,
     decode_alpha,
     encode_alpha,
     load_image,
@@ -54,9 +55,9 @@ class EncodeReport:
             reproduces it, exactly on the same machine and within +-1 per
             pixel on any other), or None if not requested.
         estimated_bits: per layer, -log2 P of the symbols under the model's
-            continuous prior: the rate the training loss sees.
+            continuous prior: the rate the training loss sees (if counted).
         table_bits: per layer, -log2 P under the integer coding tables: the
-            ideal size of the layer's stream.
+            ideal size of the layer's stream (if counted).
         notes: conversions applied to the input (16-bit to 8-bit, ...).
     """
 
@@ -274,59 +275,76 @@ class Codec:
         lmbda=None,
         layer_weights=None,
         reconstruct: bool = False,
+        bit_counts: bool = True,
     ) -> EncodeReport:
-        """Like `encode`, returning an `EncodeReport` with bit counts per layer."""
-        return self._encode(image, quality, lmbda, layer_weights, reconstruct, True)
+        """Like `encode`, returning an `EncodeReport`.
+
+        Args:
+            reconstruct: also return the encoder-side reconstruction.
+            bit_counts: count each layer's bits under the model and the tables
+                (empty lists otherwise; counting costs time and memory).
+        """
+        return self._encode(
+            image, quality, lmbda, layer_weights, reconstruct, bit_counts
+        )
 
     def _encode(self, image, quality, lmbda, layer_weights, reconstruct, stats):
         codes = self.rate_codes(quality, lmbda, layer_weights)
         source = load_image(image, self.max_pixels)
-        with models.exact_mode(self.device):
-            out = self.model.compress(
-                self._pixels(source.rgb),
-                self._rate_tensor(codes),
-                reconstruct,
-                self.tile_size or None,
-            )
+        width, height = source.width, source.height
         streams, estimated, table_bits = [], [], []
-        layers = zip(out["symbols"], out["indexes"], out["scales"], strict=True)
-        for symbols, indexes, scales in layers:
+
+        def write_symbols(layer, symbols, indexes, scales):
             symbols_np, indexes_np = symbols.cpu().numpy(), indexes.cpu().numpy()
             streams.append(self.backend.encode(symbols_np, indexes_np))
             if stats:
                 estimated.append(_estimated_bits(symbols, scales))
                 table_bits.append(self.tables.information_bits(symbols_np, indexes_np))
+
+        with models.exact_mode(self.device):
+            out = self.model.compress(
+                self._take_pixels(source),
+                self._rate_tensor(codes),
+                write_symbols,
+                reconstruct,
+                self.tile_size or None,
+            )
         header = Header(
             mode=source.mode,
-            width=source.width,
-            height=source.height,
+            width=width,
+            height=height,
             model_name=self.name,
             model_hash=self.fingerprint,
             lmbda_code=codes[0],
             lmbda=_float32(self.config.lmbda_of(codes[0])),
             beta_codes=codes[1:],
-            layers=self._layer_records(source.width, source.height),
+            layers=self._layer_records(width, height),
         )
         alpha = encode_alpha(source.alpha) if source.alpha is not None else b""
         data = write_container(header, streams, source.icc_profile, alpha, source.exif)
         reconstruction = None
         if reconstruct:
-            rgb = _cropped(out["pixels"], source.height, source.width)
+            rgb = _cropped(out["pixels"], height, width)
             reconstruction = to_pil(
                 rgb, source.mode, source.alpha, source.icc_profile, source.exif
             )
         return EncodeReport(
             data,
-            source.width,
-            source.height,
+            width,
+            height,
             reconstruction,
             estimated,
             table_bits,
             source.notes,
         )
 
-    def _pixels(self, rgb: np.ndarray) -> torch.Tensor:
-        """(h, w, 3) uint8 -> (1, 3, H, W) uint8, edge-padded to the top stride."""
+    def _take_pixels(self, source: SourceImage) -> torch.Tensor:
+        """The image's planes as (1, 3, H, W) uint8, edge-padded to the top stride.
+
+        The source lets go of its own copy: the model drops this one once it
+        has encoded it, so a large image is held once, not three times.
+        """
+        rgb, source.rgb = source.rgb, None
         stride = self.config.top_stride
         height, width = rgb.shape[:2]
         padding = ((0, -height % stride), (0, -width % stride), (0, 0))

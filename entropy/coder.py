@@ -35,18 +35,25 @@ class AnsBackend:
             make(tables.probabilities(i).astype(np.float64), perfect=False)
             for i in range(tables.num_tables)
         ]
+        # int32 throughout the per-symbol arrays: a large image's layer has
+        # 10^7 symbols, and int64 copies of them would double the peak memory.
+        self._half_widths = tables.half_widths.astype(np.int32)
         self._bit = constriction.stream.model.Uniform(2)
         self._level = constriction.stream.model.Uniform(_MAX_LEVEL + 1)
 
     def encode(self, symbols: np.ndarray, indexes: np.ndarray) -> bytes:
         """Encode symbols (any shape, int) under the tables ``indexes`` (same shape)."""
         symbols, indexes = self._check(np.asarray(symbols), indexes)
-        half = self.tables.half_widths[indexes]
-        values = symbols.astype(np.int64)
+        half = self._half_widths[indexes]
+        values = symbols.astype(np.int32, copy=False)
         escaped = np.abs(values) > half
-        bins = np.where(escaped, 2 * half + 1, values + half).astype(np.int32)
+        # values + half wraps around only where escaped, and is not used there.
+        with np.errstate(over="ignore"):
+            bins = np.where(escaped, 2 * half + 1, values + half)
         coder = constriction.stream.stack.AnsCoder()
-        self._encode_escapes(coder, values[escaped], half[escaped])
+        self._encode_escapes(
+            coder, values[escaped].astype(np.int64), half[escaped].astype(np.int64)
+        )
         for table, positions in reversed(_groups(indexes)):
             coder.encode_reverse(bins[positions], self._models[table])
         return coder.get_compressed().astype("<u4").tobytes()
@@ -67,10 +74,12 @@ class AnsBackend:
             bins = np.empty(indexes.size, np.int32)
             for table, positions in _groups(indexes):
                 bins[positions] = coder.decode(self._models[table], len(positions))
-            half = self.tables.half_widths[indexes]
-            values = bins.astype(np.int64) - half
+            half = self._half_widths[indexes]
+            values = bins - half
             escaped = bins == 2 * half + 1
-            values[escaped] = self._decode_escapes(coder, half[escaped])
+            values[escaped] = self._decode_escapes(
+                coder, half[escaped].astype(np.int64)
+            )
             exhausted = coder.is_empty()
         except CorruptStreamError:
             raise
@@ -78,7 +87,7 @@ class AnsBackend:
             raise CorruptStreamError(f"undecodable stream: {error}") from None
         if not exhausted:
             raise CorruptStreamError("stream has data left over after the last symbol")
-        return values.astype(np.int32).reshape(shape)
+        return values.reshape(shape)
 
     def _encode_escapes(self, coder, values: np.ndarray, half: np.ndarray) -> None:
         magnitude = np.abs(values) - half - 1  # >= 0
@@ -112,10 +121,8 @@ class AnsBackend:
             )
         if not np.issubdtype(symbols.dtype, np.integer):
             raise ValueError(f"symbols must be integers, got {symbols.dtype}")
-        if (
-            symbols.size
-            and np.abs(symbols.astype(np.int64)).max() > np.iinfo(np.int32).max
-        ):
+        limit = np.iinfo(np.int32).max
+        if symbols.size and not (-limit <= symbols.min() and symbols.max() <= limit):
             raise ValueError("symbols must fit in int32 (excluding its minimum)")
         return symbols.ravel(), indexes.ravel()
 
@@ -127,7 +134,7 @@ class AnsBackend:
             indexes.min() < 0 or indexes.max() >= self.tables.num_tables
         ):
             raise ValueError(f"indexes must lie in [0, {self.tables.num_tables})")
-        return indexes.astype(np.int64)
+        return indexes.astype(np.int32, copy=False)
 
 
 def _groups(indexes: np.ndarray) -> list[tuple[int, np.ndarray]]:

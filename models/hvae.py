@@ -29,10 +29,10 @@ The model's vocabulary (used by the loss, the codec and the tests):
 
 - ``forward(x, rate)`` -> ``{"x_hat": (B, 3, H, W), "likelihoods":
   {"layer0": (B, C_0, h_0, w_0), ...}}``, layer0 being the top layer;
-- ``compress(x, rate)`` -> ``{"symbols": [int32 (B, C_l, h_l, w_l)],
-  "indexes": [int32, same shape], "scales": [float], "x_hat": ... or None}``,
-  top layer first;
-- ``decompress(grid, rate, read_symbols)`` -> ``{"x_hat": ...}``.
+- ``compress(pixels, rate, write_symbols)`` hands each layer's int32 symbols
+  (B, C_l, h_l, w_l), their table indexes and prior scales to
+  ``write_symbols``, top layer first; returns ``{"pixels": uint8 or None}``;
+- ``decompress(grid, rate, read_symbols)`` -> ``{"pixels": uint8}``.
 
 Images are floats in [0, 1] whose height and width are multiples of
 ``config.top_stride``. ``rate`` holds integer rate codes, shape (B, 1 + L): the
@@ -58,6 +58,8 @@ from .tiling import Tiler, run_whole
 
 # (layer index, table indexes of that layer) -> symbols, or None for "not sent".
 SymbolReader = Callable[[int, torch.Tensor], "torch.Tensor | None"]
+# (layer index, symbols, table indexes, prior scales) -> None.
+SymbolWriter = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 LIKELIHOOD_MIN = 1e-9
 
@@ -225,10 +227,17 @@ class HierarchicalVAE(nn.Module):
         fine = self._fine_levels()
         return sum(ResBlock.halo * blocks[i] * self.config.stride(i) for i in fine)
 
+    def _conditions(self, rate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rate codes -> the float network's and the scale network's embeddings."""
+        self._check_rate(rate)
+        positions = rate_positions(rate)
+        return self.embedding(positions), self.scale_network.embed(positions)
+
     def encode_features(
-        self, x: torch.Tensor, cond: torch.Tensor, run=run_whole
+        self, x: torch.Tensor, rate: torch.Tensor, run=run_whole
     ) -> list[torch.Tensor]:
         """Bottom-up features, one per level, top first (None where no latents)."""
+        cond, _ = self._conditions(rate)
         finest = self.finest_latent_level
         stride = self.config.stride(finest)
         h = run(
@@ -243,7 +252,7 @@ class HierarchicalVAE(nn.Module):
             stride = self.config.stride(level)
             for block in self.encoder_blocks[level]:
                 step = functools.partial(block, cond=cond)
-                h = run(step, h, stride=stride, halo=ResBlock.halo)
+                h = run(step, h, stride=stride, halo=ResBlock.halo, inplace=True)
             if self.config.latent_layers[level]:
                 features[level] = h
             if level > 0:
@@ -252,7 +261,7 @@ class HierarchicalVAE(nn.Module):
         return features
 
     def _top_down(
-        self, rate, grid, choose_latent, x=None, output="x_hat", run=run_whole
+        self, rate, grid, choose_latent, features=None, output="x_hat", run=run_whole
     ):
         """Walk every latent layer top-down and return the image.
 
@@ -261,19 +270,16 @@ class HierarchicalVAE(nn.Module):
         layer's latent z for the float network (noisy or rounded from the
         posterior mean, or read from a stream) and the symbols the scale network
         sees (None once no more layers are sent). The posterior mean is computed
-        only when an image ``x`` is given. ``run`` runs each block, on whole maps
+        only when the image's encoder ``features`` are given; each level's are
+        dropped from the list once used. ``run`` runs each block, on whole maps
         or tile by tile (`models.tiling`). ``output`` "x_hat" returns the image as
         floats (B, 3, H, W), "pixels" as uint8, None stops after the last layer.
         """
-        self._check_rate(rate)
-        positions = rate_positions(rate)
-        cond = self.embedding(positions)
-        features = None if x is None else self.encode_features(x, cond, run)
+        cond, scale_cond = self._conditions(rate)
         scales = self.scale_network
-        scale_cond = scales.embed(positions)
         batch = rate.shape[0]
-        state = self.initial_state.expand(batch, -1, *grid).to(cond.dtype)
-        scale_state = scales.initial_state(batch, grid)
+        state = _filled(self.initial_state.to(cond.dtype), batch, grid)
+        scale_state = _filled(scales.initial_state(), batch, grid)
         layer = 0
         for level in range(self.finest_latent_level + 1):
             stride = self.config.stride(level)
@@ -282,10 +288,12 @@ class HierarchicalVAE(nn.Module):
                 self.latent_blocks[level], scales.blocks[level], strict=True
             ):
                 prior = functools.partial(block.prior, cond=cond)
-                state, mean = at_level(prior, state, halo=block.prior_halo)
+                state, mean = at_level(
+                    prior, state, halo=block.prior_halo, inplace=True
+                )
                 scale_prior = functools.partial(scale_block.prior, cond=scale_cond)
                 scale_state, logits = at_level(
-                    scale_prior, scale_state, halo=scale_block.halo
+                    scale_prior, scale_state, halo=scale_block.halo, inplace=True
                 )
                 posterior = None
                 if features is not None:
@@ -296,20 +304,25 @@ class HierarchicalVAE(nn.Module):
                         halo=block.posterior_halo,
                     )
                 z, symbols = choose_latent(layer, mean, logits, posterior)
-                state = at_level(block.merge, state, z, halo=0)
+                state = at_level(block.merge, state, z, halo=0, inplace=True)
                 if symbols is not None:
                     scale_state = at_level(
-                        scale_block.merge, scale_state, symbols, halo=0
+                        scale_block.merge, scale_state, symbols, halo=0, inplace=True
                     )
+                del mean, logits, posterior, z, symbols  # before the next layer's
                 layer += 1
+            if features is not None:
+                features[level] = None  # large maps: free them as soon as done
             if layer == self.num_layers and output is None:
                 return None
             if level < self.finest_latent_level:
                 resample = functools.partial(scales.resample, level=level)
                 scale_state = at_level(resample, scale_state, halo=0, scale=2)
+            else:
+                scale_state = None
             for block in self.decoder_blocks[level]:
                 step = functools.partial(block, cond=cond)
-                state = at_level(step, state, halo=ResBlock.halo)
+                state = at_level(step, state, halo=ResBlock.halo, inplace=True)
             if level < self.finest_latent_level:
                 up = self.upsample[level]
                 state = at_level(up, state, halo=0, scale=2)
@@ -343,47 +356,54 @@ class HierarchicalVAE(nn.Module):
             likelihoods[f"layer{layer}"] = latent_likelihood(z, mean, scale)
             return z, symbols
 
-        x_hat = self._top_down(rate, self._grid(*x.shape[-2:]), choose_latent, x)
+        grid = self._grid(*x.shape[-2:])
+        features = self.encode_features(x, rate)
+        x_hat = self._top_down(rate, grid, choose_latent, features)
         return {"x_hat": x_hat, "likelihoods": likelihoods}
 
     @torch.inference_mode()
     def compress(
-        self, pixels, rate, reconstruct: bool = False, tile: int | None = None
+        self,
+        pixels,
+        rate,
+        write_symbols: SymbolWriter,
+        reconstruct: bool = False,
+        tile: int | None = None,
     ) -> dict:
-        """Symbols round(mu_q - mu_p) and their table indexes, every layer, top first.
+        """Hand every layer's symbols round(mu_q - mu_p) to `write_symbols`, top first.
 
         Args:
             pixels: uint8 images (B, 3, H, W), H and W multiples of the top stride.
+                Pass a tensor of your own: it is dropped once encoded, to bound
+                memory.
             rate: integer rate codes (B, 1 + L).
+            write_symbols: called with (layer, symbols int32, table indexes int32,
+                prior scales float), all (B, C_l, h_l, w_l), as soon as a layer is
+                known: the indexes are exact (what a decoder computes), the
+                scales the continuous prior scales behind them (for estimates).
             reconstruct: also return the encoder-side reconstruction, which
                 decoding reproduces up to float rounding.
             tile: run the networks in tiles of this many pixels (bounds memory;
                 the result does not depend on it beyond float rounding).
 
         Returns:
-            ``{"symbols": [int32], "indexes": [int32], "scales": [float],
-            "pixels": uint8 (B, 3, H, W) or None}``: the indexes are exact (what
-            a decoder computes), the scales the continuous prior scales behind
-            them (for rate estimates).
+            ``{"pixels": uint8 (B, 3, H, W) or None}``.
         """
-        out = {"symbols": [], "indexes": [], "scales": []}
+        run = _runner(tile)
+        grid = self._grid(*pixels.shape[-2:])
+        features = self.encode_features(pixels, rate, run)
+        del pixels  # this frame's reference: the caller's temporary can go
 
         def choose_latent(layer, mean, logits, posterior):
             symbols = torch.round(posterior - mean)
-            out["symbols"].append(symbols.to(torch.int32))
-            out["indexes"].append(self.scale_network.indexes(logits))
-            out["scales"].append(self.scale_network.scales(logits))
+            indexes = self.scale_network.indexes(logits)
+            scales = self.scale_network.scales(logits)
+            write_symbols(layer, symbols.to(torch.int32), indexes, scales)
             return symbols + mean, symbols
 
-        out["pixels"] = self._top_down(
-            rate,
-            self._grid(*pixels.shape[-2:]),
-            choose_latent,
-            pixels,
-            output="pixels" if reconstruct else None,
-            run=_runner(tile),
-        )
-        return out
+        output = "pixels" if reconstruct else None
+        pixels = self._top_down(rate, grid, choose_latent, features, output, run)
+        return {"pixels": pixels}
 
     @torch.inference_mode()
     def decompress(
@@ -419,6 +439,13 @@ class HierarchicalVAE(nn.Module):
             rate, tuple(grid), choose_latent, output="pixels", run=_runner(tile)
         )
         return {"pixels": pixels}
+
+
+def _filled(value: torch.Tensor, batch: int, grid) -> torch.Tensor:
+    """A (B, C, rows, cols) map holding the (1, C, 1, 1) ``value`` everywhere:
+    a tensor of its own (in-place updates may write it), channels-last."""
+    shape = (batch, value.shape[1], *grid)
+    return value.expand(shape).contiguous(memory_format=torch.channels_last)
 
 
 def to_pixels_uint8(x_hat: torch.Tensor) -> torch.Tensor:

@@ -149,8 +149,9 @@ class ScaleNetwork(nn.Module):
         hidden = self.rate_in(positions[:, :, None, None])
         return F.relu(self.rate_hidden(F.relu(hidden)))
 
-    def initial_state(self, batch: int, grid: tuple[int, int]) -> torch.Tensor:
-        return STATE(self.initial.float()).expand(batch, -1, *grid)
+    def initial_state(self) -> torch.Tensor:
+        """The state before the top layer, (1, W, 1, 1) on the grid."""
+        return STATE(self.initial.float())
 
     def resample(self, state: torch.Tensor, level: int) -> torch.Tensor:
         """From ``level`` to the next finer one (stride / 2)."""

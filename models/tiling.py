@@ -10,7 +10,10 @@ network, up to float rounding for the float network. There are no seams to
 hide, and memory holds the maps of one level plus one strip's intermediates.
 
 Strips span the full width because the maps are channels-last: a band of rows
-is one contiguous block of memory, so cutting it out costs no copy.
+is one contiguous block of memory, so cutting it out costs no copy. A block that
+updates a map (a residual block, a merge) can write its output over its input
+(``inplace``): each strip keeps a copy of the few rows the next strip still needs
+as its upper halo, so the level holds one map, not two.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class Tiler:
         stride: int,
         halo: int,
         scale: Fraction | int = 1,
+        inplace: bool = False,
     ) -> Maps:
         """Run fn over the maps (same size, stride ``stride``) in strips.
 
@@ -55,23 +59,32 @@ class Tiler:
             halo: rows of context each output needs above and below.
             scale: output size / input size (2 for an upsampling, 1/8 from
                 pixels to stride 8); strips and halos are aligned to it.
+            inplace: write fn's (first) output over the first map, which must
+                have its shape and belong to the caller alone.
         """
         scale = Fraction(scale)
         height, width = maps[0].shape[-2:]
         budget = (self.tile_pixels // min(stride, 4)) ** 2
-        rows = _aligned(max(1, budget // width), scale)
         halo = -(-halo // scale.denominator) * scale.denominator
+        rows = max(halo, _aligned(max(1, budget // width), scale))
         if height <= rows:
             return fn(*maps)
-        outputs, single = None, True
+        outputs, single, upper_halo = None, True, None
         for top in range(0, height, rows):
             bottom = min(top + rows, height)
             y0, y1 = max(0, top - halo), min(height, bottom + halo)
-            pieces = fn(*(m[..., y0:y1, :] for m in maps))
+            strips = [m[..., y0:y1, :] for m in maps]
+            if upper_halo is not None:  # those rows were overwritten already
+                strips[0] = torch.cat([upper_halo, maps[0][..., top:y1, :]], dim=-2)
+            pieces = fn(*strips)
             single = isinstance(pieces, torch.Tensor)
             pieces = (pieces,) if single else pieces
             if outputs is None:
                 outputs = [_allocate(p, height, scale) for p in pieces]
+                if inplace:
+                    outputs[0] = maps[0]
+            if inplace and halo:
+                upper_halo = maps[0][..., bottom - halo : bottom, :].clone()
             core = slice(int((top - y0) * scale), int((bottom - y0) * scale))
             target = slice(int(top * scale), int(bottom * scale))
             for out, piece in zip(outputs, pieces, strict=True):

@@ -26,6 +26,18 @@ def rate_codes(model, batch=2, quality=50):
     return codes
 
 
+def compress_all(model, pixels, rate, **options) -> dict:
+    """compress, with what it writes per layer collected into lists."""
+    coded = {"symbols": [], "indexes": [], "scales": []}
+
+    def write_symbols(layer, symbols, indexes, scales):
+        assert layer == len(coded["symbols"])
+        for key, value in zip(coded, (symbols, indexes, scales), strict=True):
+            coded[key].append(value)
+
+    return {**coded, **model.compress(pixels, rate, write_symbols, **options)}
+
+
 def test_forward_returns_reconstruction_and_one_likelihood_per_layer(tiny_model):
     x = torch.rand(2, 3, 32, 48)
     out = tiny_model(x, rate_codes(tiny_model))
@@ -102,7 +114,7 @@ def test_compress_and_decompress_reproduce_the_rounded_forward_pass(tiny_model):
     pixels = (torch.rand(1, 3, 48, 32) * 255).to(torch.uint8)
     rate = rate_codes(tiny_model, batch=1)
     reference = to_pixels_uint8(tiny_model(pixels.float() / 255, rate)["x_hat"])
-    coded = tiny_model.compress(pixels, rate, reconstruct=True)
+    coded = compress_all(tiny_model, pixels, rate, reconstruct=True)
     symbols, indexes = iter(coded["symbols"]), iter(coded["indexes"])
 
     def read_symbols(layer, layer_indexes):
@@ -118,8 +130,8 @@ def test_tiled_runs_compute_what_whole_runs_compute(tiny_model):
     """Exactly the same symbols and indexes; pixels within float rounding."""
     pixels = (torch.rand(1, 3, 96, 128) * 255).to(torch.uint8)
     rate = rate_codes(tiny_model, batch=1)
-    whole = tiny_model.compress(pixels, rate, reconstruct=True)
-    tiled = tiny_model.compress(pixels, rate, reconstruct=True, tile=16)
+    whole = compress_all(tiny_model, pixels, rate, reconstruct=True)
+    tiled = compress_all(tiny_model, pixels, rate, reconstruct=True, tile=16)
     for key in ("symbols", "indexes"):
         assert all(map(torch.equal, whole[key], tiled[key]))
     difference = (whole["pixels"].int() - tiled["pixels"].int()).abs()
@@ -129,7 +141,7 @@ def test_tiled_runs_compute_what_whole_runs_compute(tiny_model):
 def test_compressed_indexes_are_the_table_of_the_continuous_scale(tiny_model):
     """Index i means scale_min * exp(i * step): the nearest table in log scale."""
     pixels = (torch.rand(1, 3, 32, 32) * 255).to(torch.uint8)
-    coded = tiny_model.compress(pixels, rate_codes(tiny_model, 1))
+    coded = compress_all(tiny_model, pixels, rate_codes(tiny_model, 1))
     config = tiny_model.config
     step = np.log(config.scale_max / config.scale_min) / (config.num_scales - 1)
     for indexes, scales in zip(coded["indexes"], coded["scales"], strict=True):
