@@ -52,7 +52,7 @@ def _tile_option(parser: argparse.ArgumentParser) -> None:
         metavar="PX",
         help="run the networks on tiles of PX x PX pixels to bound memory on large "
         "images; the result does not depend on it; 0 processes images whole "
-        "(default: 1024)",
+        "(default: 512)",
     )
 
 

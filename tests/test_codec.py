@@ -15,6 +15,7 @@ from PIL import Image, ImageCms
 
 from hvae_compress import codec, models
 from hvae_compress.codec.container import read_header
+from hvae_compress.evaluation.metrics import edge_error_ratio
 
 from .conftest import REPO, make_tiny_model, natural_image
 
@@ -182,14 +183,16 @@ def test_progressive_decoding_of_a_truncated_file(tiny_codec, image_file):
 
 def test_tiled_processing_gives_the_file_and_image_of_whole_processing(tiny_model):
     """Tiles bound memory only: same streams, same pixels, nothing to see at seams."""
-    image = natural_image(70, 100)
+    image = natural_image(256, 384)
     whole = codec.Codec(tiny_model, "cpu", tile_size=0)
-    tiled = codec.Codec(tiny_model, "cpu", tile_size=32)
+    tiled = codec.Codec(tiny_model, "cpu", tile_size=32)  # strips of 8 rows at /4
     report = tiled.encode_report(image, reconstruct=True)
     assert report.data == whole.encode(image)
     decoded = pixels(tiled.decode(report.data))
     assert np.array_equal(decoded, pixels(report.reconstruction))
-    assert np.array_equal(decoded, pixels(whole.decode(report.data)))
+    assert np.abs(decoded.astype(int) - pixels(whole.decode(report.data))).max() <= 1
+    # The measure of benchmarks/large.py: no tile edge worse than its neighbours.
+    assert edge_error_ratio(image, decoded, period=32) <= 1.5
 
 
 def test_a_file_from_another_model_is_rejected(tiny_codec, image_file):
