@@ -76,6 +76,12 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
         help="bf16 autocast for the networks (rates always in fp32) or plain fp32; "
         "auto picks bf16 where the hardware computes it natively",
     )
+    add(
+        "--no-channels-last",
+        dest="channels_last",
+        action="store_false",
+        help="keep feature maps in the plain layout (channels-last is faster on CPUs)",
+    )
     add("--device", choices=["cpu", "cuda", "auto"], help="training device")
     add("--workers", type=int, help="data-loader worker processes")
     add("--seed", type=int, help="random seed")

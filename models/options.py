@@ -29,6 +29,7 @@ class TrainOptions:
     layer_weights: list[float] | None = None
     random_beta_share: float = 0.3
     precision: str = "auto"
+    channels_last: bool = True
     device: str = "auto"
     workers: int = 0
     seed: int = 0

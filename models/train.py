@@ -229,7 +229,8 @@ class Trainer:
         # Every rank and every resumed segment draws different noise and crops.
         torch.manual_seed(opts.seed + 1_000_003 * self.env.rank + self.start_step)
         # channels_last: oneDNN's convolutions run faster on CPUs in this layout.
-        layout = torch.channels_last
+        layout = torch.channels_last if opts.channels_last else torch.contiguous_format
+        self.layout = layout
         self.model.to(self.env.device, memory_format=layout).train()
         self.ema.to(self.env.device, memory_format=layout).eval().requires_grad_(False)
         self.precision = resolve_precision(opts.precision, self.env.device)
@@ -270,7 +271,7 @@ class Trainer:
     def step(self, step: int) -> tuple[dict, torch.Tensor] | None:
         """One optimization step; None if its gradients were not finite (skipped)."""
         x = next(self.batches).to(
-            self.env.device, non_blocking=True, memory_format=torch.channels_last
+            self.env.device, non_blocking=True, memory_format=self.layout
         )
         rate = sample_rate_codes(x.shape[0], self.model, self.opts, self.env.device)
         for group in self.optimizer.param_groups:

@@ -1,0 +1,110 @@
+"""Training speed: steps/s and crops/s of the real `Trainer.step`, side by side.
+
+    python -m benchmarks.train_speed       # writes benchmarks/train_speed.{json,md}
+
+Each variant builds a `Trainer` on one training shard for the shipped preset
+and times its real optimisation step (data, forward, rates, backward, Adam,
+EMA) after warm-up steps, with the machine otherwise idle. "previous" is how
+training ran before this benchmark (bf16 autocast, plain layout); the others
+change one thing at a time; "current" is today's default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from hvae_compress.models import TrainOptions
+from hvae_compress.models.train import Trainer
+
+from .run import TRAIN, machine
+
+HERE = Path(__file__).resolve().parent
+
+VARIANTS = {
+    "previous: bf16 autocast, plain layout": dict(
+        precision="bf16", channels_last=False
+    ),
+    "fp32, plain layout": dict(precision="fp32", channels_last=False),
+    "current: auto precision, channels-last": dict(),
+    "current + torch.compile": dict(compile=True),
+    "current, 1 data-loader worker": dict(workers=1),
+    "current, crops of 128 px, batch 32": dict(crop=128, batch_size=32),
+}
+
+
+def steps_per_second(variant: dict, warmup: int, steps: int) -> dict:
+    options = dict(variant)
+    compile_model = options.pop("compile", False)
+    with tempfile.TemporaryDirectory() as out:
+        opts = TrainOptions(
+            data=[str(TRAIN)], out=out, model="base", quiet=True, **options
+        )
+        trainer = Trainer(opts)
+        if compile_model:
+            trainer.wrapped = torch.compile(trainer.model)
+        for step in range(warmup):
+            trainer.step(step)
+        start = time.perf_counter()
+        for step in range(warmup, warmup + steps):
+            trainer.step(step)
+        seconds = (time.perf_counter() - start) / steps
+    return {
+        "precision": trainer.precision,
+        "batch_size": opts.batch_size,
+        "crop": opts.crop,
+        "seconds_per_step": seconds,
+        "steps_per_s": 1 / seconds,
+        "crops_per_s": opts.batch_size / seconds,
+        "megapixels_per_s": opts.batch_size * opts.crop**2 / seconds / 1e6,
+    }
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [
+        "# Training speed",
+        "",
+        f"Written by `python -m benchmarks.train_speed` on {m['date']}: {m['cpu']}, "
+        f"{m['cpus']} CPUs, {m['torch_threads']} torch threads, torch {m['torch']}; "
+        "the `base` preset, batch 8 of 256 px unless noted.",
+        "",
+        "| variant | precision | s/step | steps/s | crops/s | Mpx/s | vs previous |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    base = next(iter(results["variants"].values()))["megapixels_per_s"]
+    for name, row in results["variants"].items():
+        lines.append(
+            f"| {name} | {row['precision']} | {row['seconds_per_step']:.2f} | "
+            f"{row['steps_per_s']:.3f} | {row['crops_per_s']:.2f} | "
+            f"{row['megapixels_per_s']:.3f} | {row['megapixels_per_s'] / base:.1f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per variant")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--out", default=str(HERE / "train_speed.json"))
+    args = parser.parse_args(argv)
+    results = {"machine": machine(), "variants": {}}
+    for name, variant in VARIANTS.items():
+        slow = variant.get("precision") == "bf16"  # minutes per step where emulated
+        steps = 2 if slow else args.steps
+        warmup = 1 if slow else args.warmup
+        results["variants"][name] = steps_per_second(variant, warmup, steps)
+        print(f"  {name}: {results['variants'][name]}", flush=True)
+    out = Path(args.out)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
