@@ -94,6 +94,11 @@ class HVAEConfig:
     def num_latent_layers(self) -> int:
         return sum(self.latent_layers)
 
+    @property
+    def finest_latent_level(self) -> int:
+        """The last level with latent layers; finer levels only synthesize."""
+        return max(i for i, n in enumerate(self.latent_layers) if n)
+
     def layer_strides(self) -> list[int]:
         """Stride of every latent layer, top layer first."""
         return [

@@ -34,8 +34,10 @@ The model's vocabulary (used by the loss, the codec and the tests):
   ``write_symbols``, top layer first; returns ``{"pixels": uint8 or None}``;
 - ``decompress(grid, rate, read_symbols)`` -> ``{"pixels": uint8}``.
 
-Images are floats in [0, 1] whose height and width are multiples of
-``config.top_stride``. ``rate`` holds integer rate codes, shape (B, 1 + L): the
+Images are floats in [0, 1] for ``forward`` and uint8 pixels for coding, their
+height and width multiples of ``config.top_stride``. Coding runs every block on
+whole maps or strip by strip (`models.tiling`), with the same result.
+``rate`` holds integer rate codes, shape (B, 1 + L): the
 lambda code, then one beta code per layer (`models.config`); `rate_values`
 turns them into lambda (B,) and betas (B, L) for the loss.
 """
@@ -194,10 +196,12 @@ class HierarchicalVAE(nn.Module):
 
     @property
     def finest_latent_level(self) -> int:
-        return max(i for i, n in enumerate(self.config.latent_layers) if n)
+        return self.config.finest_latent_level
 
     def _fine_levels(self) -> range:
-        """Levels below the last latent layer: they only ever see whole images."""
+        """Levels below the last latent layer. The encoder's head and the
+        decoder's tail run them fused with the pixels, strip by strip, so that
+        no full-size map of these finest levels is ever held."""
         return range(self.finest_latent_level + 1, self.config.num_levels)
 
     def _head(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -237,7 +241,8 @@ class HierarchicalVAE(nn.Module):
         self, x: torch.Tensor, rate: torch.Tensor, run=run_whole
     ) -> list[torch.Tensor]:
         """Bottom-up features, one per level, top first (None where no latents)."""
-        cond, _ = self._conditions(rate)
+        self._check_rate(rate)
+        cond = self.embedding(rate_positions(rate))
         finest = self.finest_latent_level
         stride = self.config.stride(finest)
         h = run(

@@ -112,7 +112,7 @@ class ScaleNetwork(nn.Module):
         step = math.log(c.scale_max / c.scale_min) / (c.num_scales - 1)
         widths, cond_dim = c.scale_widths, c.scale_cond_dim
         # The levels the network walks: down to the last one with latent layers.
-        self.num_levels = max(i for i, n in enumerate(c.latent_layers) if n) + 1
+        self.num_levels = c.finest_latent_level + 1
         self.rate_in = ExactConv2d(1 + c.num_latent_layers, cond_dim, 1, POSITIONS)
         self.rate_hidden = ExactConv2d(cond_dim, cond_dim, 1, ACTIVATION)
         # Positive values: a ReLU at zero would pass no gradient to it.
