@@ -8,7 +8,7 @@ from .arguments import add_model_options, float_list, positive_int, quality_list
 
 # The names of evaluation.CLASSICAL_CODECS, repeated here to keep --help light
 # (a test checks they agree).
-BASELINES = ("jpeg", "jpeg444", "webp", "avif", "jpeg2000")
+BASELINES = ("jpeg", "jpeg444", "webp", "avif", "avif420", "jpeg2000")
 
 
 def add_eval_parser(sub, common: argparse.ArgumentParser) -> None:

@@ -191,6 +191,13 @@ CLASSICAL_CODECS = {
         lambda q: {"quality": q, "subsampling": "4:4:4", "speed": 4},
         "AVIF 4:4:4, speed 4 (Pillow, libavif)",
     ),
+    "avif420": ClassicalCodec(
+        "avif420",
+        "AVIF",
+        (5, 15, 25, 35, 45, 55, 65, 75, 85, 95),
+        lambda q: {"quality": q, "subsampling": "4:2:0", "speed": 4},
+        "AVIF 4:2:0, speed 4 (Pillow, libavif)",
+    ),
     "jpeg2000": ClassicalCodec(
         "jpeg2000",
         "JPEG2000",
