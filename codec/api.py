@@ -346,11 +346,11 @@ class Codec:
         has encoded it, so a large image is held once, not three times.
         """
         rgb, source.rgb = source.rgb, None
-        stride = self.config.top_stride
-        height, width = rgb.shape[:2]
-        padding = ((0, -height % stride), (0, -width % stride), (0, 0))
-        padded = np.pad(rgb, padding, mode="edge")
-        return torch.from_numpy(padded).to(self.device).permute(2, 0, 1)[None]
+        with warnings.catch_warnings():
+            # Pillow's arrays are read-only; the padding below only reads them.
+            warnings.simplefilter("ignore", UserWarning)
+            planes = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None]
+        return models.pad_to_stride(planes, self.config.top_stride)
 
     def _layer_records(self, width: int, height: int) -> tuple[LayerRecord, ...]:
         """Latent shapes of an image: its padded size over each layer's stride."""

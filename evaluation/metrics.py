@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from PIL import Image
+
+from ..models.loss import psnr as psnr_of_mse
 
 
 def as_rgb_array(image) -> np.ndarray:
@@ -28,7 +28,7 @@ def psnr(reference, decoded) -> float:
     if a.shape != b.shape:
         raise ValueError(f"image sizes differ: {a.shape} vs {b.shape}")
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * math.log10(255**2 / mse) if mse > 0 else float("inf")
+    return psnr_of_mse(float(mse), peak=255)
 
 
 def ms_ssim(reference, decoded) -> float:

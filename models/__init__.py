@@ -15,6 +15,7 @@ _LAZY = {
     "HierarchicalVAE": "hvae",
     "build_model": "hvae",
     "latent_likelihood": "hvae",
+    "pad_to_stride": "hvae",
     "RateDistortionLoss": "loss",
     "exact_mode": "exact",
     "checkpoint_dict": "checkpoint",

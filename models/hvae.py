@@ -446,6 +446,15 @@ class HierarchicalVAE(nn.Module):
         return {"pixels": pixels}
 
 
+def pad_to_stride(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Repeat the last row and column of (..., H, W) maps of any dtype until H
+    and W are multiples of ``stride`` (the model's input sizes)."""
+    height, width = x.shape[-2:]
+    rows = torch.arange(height + -height % stride, device=x.device)
+    cols = torch.arange(width + -width % stride, device=x.device)
+    return x[..., rows.clamp(max=height - 1)[:, None], cols.clamp(max=width - 1)]
+
+
 def _filled(value: torch.Tensor, batch: int, grid) -> torch.Tensor:
     """A (B, C, rows, cols) map holding the (1, C, 1, 1) ``value`` everywhere:
     a tensor of its own (in-place updates may write it), channels-last."""

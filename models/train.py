@@ -30,7 +30,7 @@ from .checkpoint import (
 )
 from .config import LMBDA_CODES
 from .data import RandomCrops, to_tensor
-from .hvae import HierarchicalVAE, build_model
+from .hvae import HierarchicalVAE, build_model, pad_to_stride
 from .loss import RateDistortionLoss, psnr
 from .options import TrainOptions
 
@@ -129,9 +129,7 @@ def validate(
         for x in images:
             x = x.to(device)[None]
             height, width = x.shape[-2:]
-            padded = F.pad(
-                x, (0, -width % stride, 0, -height % stride), mode="replicate"
-            )
+            padded = pad_to_stride(x, stride)
             out = model(padded, rate)
             bits = sum(-torch.log2(p).sum() for p in out["likelihoods"].values())
             x_hat = (
