@@ -8,7 +8,9 @@ our shipped model at three qualities, CompressAI's bmshj2018-hyperprior and
 mbt2018-mean (random weights, pretrained=False, which does not change their
 speed, after update()), and Pillow's JPEG, WebP and AVIF. Times are medians of
 several runs after a warm-up. Memory is the peak resident set of a fresh
-process per case. A GPU section runs where CUDA is available.
+process per case. A GPU section runs where CUDA is available. Large photos
+(seams, memory, whole vs tiled processing) have their own benchmark,
+`benchmarks/large.py`.
 """
 
 from __future__ import annotations
@@ -232,39 +234,6 @@ def entropy_coding(coder: codec.Codec, image: Image.Image) -> dict:
     return results
 
 
-# --- tiling --------------------------------------------------------------------------
-
-
-TILING_SCRIPT = """
-import sys
-from hvae_compress import codec
-from hvae_compress.evaluation.metrics import psnr
-from benchmarks.run import large_image, peak_rss_bytes
-tile_size, model = int(sys.argv[1]), sys.argv[2] or None
-coder = codec.Codec(model, "cpu", tile_size=tile_size)
-image = large_image()
-data = coder.encode(image, quality=50)
-decoded = coder.decode(data)
-print(len(data), psnr(image, decoded), peak_rss_bytes())
-"""
-
-
-def tiling(model: str | None) -> dict:
-    """The cost of coding the 4000x3000 photo in 1024-px tiles rather than whole."""
-    pixels = LARGE_SIZE[0] * LARGE_SIZE[1]
-    results = {}
-    for tile_size in (0, 1024):
-        size, quality, peak = run_python(
-            TILING_SCRIPT, str(tile_size), model or ""
-        ).stdout.split()
-        results["whole" if tile_size == 0 else f"tiles of {tile_size}"] = {
-            "bpp": 8 * int(size) / pixels,
-            "psnr": float(quality),
-            "peak_rss_bytes": int(peak),
-        }
-    return results
-
-
 # --- memory and start-up, in fresh processes ----------------------------------------
 
 
@@ -333,7 +302,8 @@ def memory(coder: codec.Codec, model: str | None, images: dict) -> dict:
 
 
 def startup(model: str | None, runs: int = 5) -> dict:
-    """Wall time of `hvae-compress --help` and of a first encode in a fresh process."""
+    """Wall time of `hvae-compress --help`, of `info` (which loads no networks)
+    and of a first encode, each in a fresh process."""
 
     def timed(*args):
         start = time.perf_counter()
@@ -350,8 +320,13 @@ def startup(model: str | None, runs: int = 5) -> dict:
     if model:
         encode_args += ["--model", model]
     timed("--help")  # warm the file cache
+    with tempfile.TemporaryDirectory() as folder:
+        encoded = Path(folder, "sample.hvae")
+        encoded.write_bytes(codec.encode(sample, quality=50, model=model))
+        info_s = statistics.median(timed("info", str(encoded)) for _ in range(runs))
     return {
         "help_s": statistics.median(timed("--help") for _ in range(runs)),
+        "info_s": info_s,
         "first_encode_s": statistics.median(timed(*encode_args) for _ in range(3)),
     }
 
@@ -437,6 +412,8 @@ def markdown(results: dict) -> str:
         "## Start-up",
         "",
         f"- `hvae-compress --help`: {start['help_s']:.3f} s",
+        f"- `hvae-compress info FILE` (reads the header, loads no networks): "
+        f"{start['info_s']:.3f} s",
         f"- first `encode` in a fresh process (import, model load, encode of the "
         f"768x512 sample): {start['first_encode_s']:.2f} s",
         "",
@@ -453,18 +430,6 @@ def markdown(results: dict) -> str:
             f"{row['decode_symbols_per_s'] / 1e6:.1f} | "
             f"{100 * row['encode_share']:.1f} % | {100 * row['decode_share']:.1f} % | "
             f"{row['total_stream_over_table_ideal']:.4f} |"
-        )
-    lines += [
-        "",
-        "## Tiling (4000x3000 photo, quality 50, encode + decode in one process)",
-        "",
-        "| coding | bpp | PSNR (dB) | peak RSS (MB) |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    for name, row in results["tiling"].items():
-        lines.append(
-            f"| {name} | {row['bpp']:.4f} | {row['psnr']:.2f} | "
-            f"{row['peak_rss_bytes'] / 2**20:.0f} |"
         )
     gpu_result = results["gpu"]
     lines += ["", "## GPU", ""]
@@ -511,8 +476,6 @@ def main(argv=None) -> None:
     print("memory and start-up", flush=True)
     results["memory"] = memory(coder, args.model, images)
     results["startup"] = startup(args.model)
-    print("tiling", flush=True)
-    results["tiling"] = tiling(args.model)
     results["gpu"] = gpu(args.model)
     out = Path(args.out)
     out.write_text(json.dumps(results, indent=2) + "\n")
