@@ -327,6 +327,13 @@ def test_every_option_of_every_subcommand_is_explained():
             )
 
 
+def test_no_flag_claims_to_be_on_by_default():
+    """'--no-channels-last ... (default: True)' reads as if the flag were on."""
+    subcommands = build_parser()._subparsers._group_actions[0].choices
+    for name, sub in subcommands.items():
+        assert "default: True" not in sub.format_help(), name
+
+
 def test_a_corrupt_file_gives_one_clear_line_as_a_subprocess(
     tmp_path, images, tiny_checkpoint
 ):
