@@ -2,25 +2,55 @@
 
     python -m tests.make_golden
 
-Writes tests/golden/container.hvae (the container bytes of a fixed header) and
-tests/golden/tiny_seed0.hvae (the seeded tiny model coding a seeded image).
+Writes tests/golden/container.hvae (the container bytes of a fixed header),
+tests/golden/tiny_seed0.hvae (the seeded tiny model coding a seeded image) and
+the shipped model's golden files: a 256x192 crop of the bundled sample image at
+three qualities, their decoded pixels and tests/golden/base.json with the hashes
+of their symbols (see tests/test_golden.py).
 """
 
 from __future__ import annotations
 
-from hvae_compress import codec
+import hashlib
+import json
+from importlib.resources import files
+
+from PIL import Image
+
+from hvae_compress import codec, models
 
 from .conftest import make_tiny_model, natural_image
+from .decode_worker import recording_codec
 from .test_codec import GOLDEN as TINY_GOLDEN
 from .test_container import GOLDEN as CONTAINER_GOLDEN
 from .test_container import sample_file
+from .test_golden import GOLDEN, PINS
+
+
+def shipped_model_files() -> None:
+    sample = files("hvae_compress.codec") / "data" / "sample.png"
+    crop = Image.open(sample).convert("RGB").crop((256, 160, 512, 352))
+    coder, digests = recording_codec(models.DEFAULT_MODEL)
+    pins = {"model_hash": coder.fingerprint.hex(), "files": {}}
+    for quality in (10, 50, 90):
+        name = f"base_q{quality}.hvae"
+        (GOLDEN / name).write_bytes(coder.encode(crop, quality=quality))
+        digests.update(symbols=hashlib.sha256(), float=hashlib.sha256())
+        decoded = coder.decode((GOLDEN / name).read_bytes())
+        decoded.save(GOLDEN / f"base_q{quality}.png")
+        pins["files"][name] = {
+            "symbols": digests["symbols"].hexdigest(),
+            "pixels": f"base_q{quality}.png",
+        }
+    PINS.write_text(json.dumps(pins, indent=2) + "\n")
 
 
 def main() -> None:
     CONTAINER_GOLDEN.write_bytes(sample_file()[1])
     coder = codec.Codec(make_tiny_model(), "cpu")
     TINY_GOLDEN.write_bytes(coder.encode(natural_image(48, 64, seed=5), quality=50))
-    print(f"wrote {CONTAINER_GOLDEN} and {TINY_GOLDEN}")
+    shipped_model_files()
+    print(f"wrote the golden files in {GOLDEN}")
 
 
 if __name__ == "__main__":
