@@ -104,3 +104,32 @@ def plot_progressive(curves: dict[str, dict], path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     _save(fig, path)
+
+
+def plot_learning_curve(
+    cpu_hours: list[float], bd_rates: dict[str, list[float]], steps: list[int], path
+) -> None:
+    """BD-rate against reference codecs vs cumulative training time, steps marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for name, values in bd_rates.items():
+        ax.plot(cpu_hours, values, "o-", markersize=4, label=f"vs {name}")
+    for hours, value, step in zip(
+        cpu_hours, next(iter(bd_rates.values())), steps, strict=True
+    ):
+        ax.annotate(
+            f"{step:,}",
+            (hours, value),
+            fontsize=7,
+            xytext=(3, 4),
+            textcoords="offset points",
+        )
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set(
+        xlabel="cumulative training time (CPU-hours, 2 cores)",
+        ylabel="Kodak BD-rate (%)",
+        title="Learning curve (labels: steps)",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
