@@ -80,7 +80,8 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
         "--no-channels-last",
         dest="channels_last",
         action="store_false",
-        default=argparse.SUPPRESS,  # the parser's default (True) applies; help shows none
+        # The parser's default (True) applies; help then shows no misleading default.
+        default=argparse.SUPPRESS,
         help="keep feature maps in the plain layout (channels-last is faster on CPUs)",
     )
     add("--device", choices=["cpu", "cuda", "auto"], help="training device")
