@@ -33,18 +33,17 @@ def measured_point(eval_json: Path, checkpoint: Path, baselines: Path) -> dict:
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     ours = json.loads(eval_json.read_text())
-    point = {
+    others = {
+        name: curves.as_curve(json.loads((baselines / file).read_text()))
+        for name, file in BASELINES.items()
+    }
+    bd_rates = curves.bd_rate_table(ours, others)
+    return {
         "step": int(state["step"]),
         "cpu_hours": round(state["train_info"]["train_seconds"] / 3600, 2),
         "model": ours["description"],
-        "bd_rate": {},
+        "bd_rate": {name: round(value, 2) for name, value in bd_rates.items()},
     }
-    for name, file in BASELINES.items():
-        other = curves.as_curve(json.loads((baselines / file).read_text()))
-        point["bd_rate"][name] = round(
-            curves.bd_rate_table(ours, {name: other})[name], 2
-        )
-    return point
 
 
 def add(point: dict) -> list[dict]:

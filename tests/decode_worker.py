@@ -44,6 +44,13 @@ def recording_codec(model: str) -> tuple[codec.Codec, dict]:
     return coder, digests
 
 
+def decode_hashed(coder: codec.Codec, digests: dict, data: bytes):
+    """Decode one file with a `recording_codec`: the image and the hex digests."""
+    digests.update(symbols=hashlib.sha256(), float=hashlib.sha256())
+    image = coder.decode(data)
+    return image, {name: digest.hexdigest() for name, digest in digests.items()}
+
+
 def main(argv: list[str]) -> None:
     if os.environ.get("HVAE_TEST_NO_MKLDNN") == "1":
         torch.backends.mkldnn.enabled = False
@@ -51,15 +58,10 @@ def main(argv: list[str]) -> None:
     coder, digests = recording_codec(model)
     report = {}
     for name in files:
-        digests.update(symbols=hashlib.sha256(), float=hashlib.sha256())
-        image = coder.decode(Path(name).read_bytes())
+        image, hashes = decode_hashed(coder, digests, Path(name).read_bytes())
         png = Path(out_dir) / (Path(name).stem + ".png")
         image.save(png)
-        report[name] = {
-            "symbols": digests["symbols"].hexdigest(),
-            "float": digests["float"].hexdigest(),
-            "png": str(png),
-        }
+        report[name] = {**hashes, "png": str(png)}
     print(json.dumps(report))
 
 

@@ -11,7 +11,6 @@ of their symbols (see tests/test_golden.py).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from importlib.resources import files
 
@@ -20,7 +19,7 @@ from PIL import Image
 from hvae_compress import codec, models
 
 from .conftest import make_tiny_model, natural_image
-from .decode_worker import recording_codec
+from .decode_worker import decode_hashed, recording_codec
 from .test_codec import GOLDEN as TINY_GOLDEN
 from .test_container import GOLDEN as CONTAINER_GOLDEN
 from .test_container import sample_file
@@ -34,12 +33,12 @@ def shipped_model_files() -> None:
     pins = {"model_hash": coder.fingerprint.hex(), "files": {}}
     for quality in (10, 50, 90):
         name = f"base_q{quality}.hvae"
-        (GOLDEN / name).write_bytes(coder.encode(crop, quality=quality))
-        digests.update(symbols=hashlib.sha256(), float=hashlib.sha256())
-        decoded = coder.decode((GOLDEN / name).read_bytes())
+        data = coder.encode(crop, quality=quality)
+        (GOLDEN / name).write_bytes(data)
+        decoded, hashes = decode_hashed(coder, digests, data)
         decoded.save(GOLDEN / f"base_q{quality}.png")
         pins["files"][name] = {
-            "symbols": digests["symbols"].hexdigest(),
+            "symbols": hashes["symbols"],
             "pixels": f"base_q{quality}.png",
         }
     PINS.write_text(json.dumps(pins, indent=2) + "\n")
