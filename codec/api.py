@@ -295,11 +295,11 @@ class Codec:
         width, height = source.width, source.height
         streams, estimated, table_bits = [], [], []
 
-        def write_symbols(layer, symbols, indexes, scales):
+        def write_symbols(layer, symbols, indexes, prior_scales):
             symbols_np, indexes_np = symbols.cpu().numpy(), indexes.cpu().numpy()
             streams.append(self.backend.encode(symbols_np, indexes_np))
             if stats:
-                estimated.append(_estimated_bits(symbols, scales))
+                estimated.append(_estimated_bits(symbols, prior_scales()))
                 table_bits.append(self.tables.information_bits(symbols_np, indexes_np))
 
         with models.exact_mode(self.device):

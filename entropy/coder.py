@@ -44,16 +44,17 @@ class AnsBackend:
     def encode(self, symbols: np.ndarray, indexes: np.ndarray) -> bytes:
         """Encode symbols (any shape, int) under the tables ``indexes`` (same shape)."""
         symbols, indexes = self._check(np.asarray(symbols), indexes)
-        half = self._half_widths[indexes]
+        # A large image's layer has 10^7 symbols: every full-size temporary
+        # counts, so the bins are built in place of the half widths.
         values = symbols.astype(np.int32, copy=False)
-        escaped = np.abs(values) > half
-        # values + half wraps around only where escaped, and is not used there.
-        with np.errstate(over="ignore"):
-            bins = np.where(escaped, 2 * half + 1, values + half)
+        bins = self._half_widths[indexes]
+        escaped = np.flatnonzero(np.abs(values) > bins)
+        escaped_values = values[escaped].astype(np.int64)
+        escaped_half = bins[escaped].astype(np.int64)
+        bins += values  # wraps around only where escaped, overwritten there
+        bins[escaped] = 2 * escaped_half + 1
         coder = constriction.stream.stack.AnsCoder()
-        self._encode_escapes(
-            coder, values[escaped].astype(np.int64), half[escaped].astype(np.int64)
-        )
+        self._encode_escapes(coder, escaped_values, escaped_half)
         for table, positions in reversed(_groups(indexes)):
             coder.encode_reverse(bins[positions], self._models[table])
         return coder.get_compressed().astype("<u4").tobytes()
@@ -144,8 +145,9 @@ def _groups(indexes: np.ndarray) -> list[tuple[int, np.ndarray]]:
         return []
     # Table indexes are small, and numpy's stable sort of 8/16-bit integers is a
     # radix sort: several times faster than sorting them as int64.
-    order = np.argsort(flat.astype(np.min_scalar_type(flat.max())), kind="stable")
-    starts = np.flatnonzero(np.diff(flat[order])) + 1
+    small = flat.astype(np.min_scalar_type(flat.max()))
+    order = np.argsort(small, kind="stable")
+    starts = np.flatnonzero(np.diff(small[order])) + 1
     return [(int(flat[group[0]]), group) for group in np.split(order, starts)]
 
 

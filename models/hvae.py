@@ -30,7 +30,7 @@ The model's vocabulary (used by the loss, the codec and the tests):
 - ``forward(x, rate)`` -> ``{"x_hat": (B, 3, H, W), "likelihoods":
   {"layer0": (B, C_0, h_0, w_0), ...}}``, layer0 being the top layer;
 - ``compress(pixels, rate, write_symbols)`` hands each layer's int32 symbols
-  (B, C_l, h_l, w_l), their table indexes and prior scales to
+  (B, C_l, h_l, w_l), their table indexes and (on demand) prior scales to
   ``write_symbols``, top layer first; returns ``{"pixels": uint8 or None}``;
 - ``decompress(grid, rate, read_symbols)`` -> ``{"pixels": uint8}``.
 
@@ -60,8 +60,10 @@ from .tiling import Tiler, run_whole
 
 # (layer index, table indexes of that layer) -> symbols, or None for "not sent".
 SymbolReader = Callable[[int, torch.Tensor], "torch.Tensor | None"]
-# (layer index, symbols, table indexes, prior scales) -> None.
-SymbolWriter = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+# (layer index, symbols, table indexes, () -> prior scales) -> None.
+SymbolWriter = Callable[
+    [int, torch.Tensor, torch.Tensor, Callable[[], torch.Tensor]], None
+]
 
 LIKELIHOOD_MIN = 1e-9
 
@@ -383,9 +385,10 @@ class HierarchicalVAE(nn.Module):
                 memory.
             rate: integer rate codes (B, 1 + L).
             write_symbols: called with (layer, symbols int32, table indexes int32,
-                prior scales float), all (B, C_l, h_l, w_l), as soon as a layer is
-                known: the indexes are exact (what a decoder computes), the
-                scales the continuous prior scales behind them (for estimates).
+                prior_scales), the maps (B, C_l, h_l, w_l), as soon as a layer is
+                known: the indexes are exact (what a decoder computes);
+                ``prior_scales()`` returns the continuous scales behind them
+                (for estimates; computed only when asked for).
             reconstruct: also return the encoder-side reconstruction, which
                 decoding reproduces up to float rounding.
             tile: run the networks in tiles of this many pixels (bounds memory;
@@ -400,10 +403,12 @@ class HierarchicalVAE(nn.Module):
         del pixels  # this frame's reference: the caller's temporary can go
 
         def choose_latent(layer, mean, logits, posterior):
-            symbols = torch.round(posterior - mean)
+            symbols = posterior.sub_(mean).round_()  # the posterior is ours alone
+            prior_scales = functools.partial(self.scale_network.scales, logits)
             indexes = self.scale_network.indexes(logits)
-            scales = self.scale_network.scales(logits)
-            write_symbols(layer, symbols.to(torch.int32), indexes, scales)
+            # In the coder's order (channels first), so it needs no copy.
+            flat = symbols.to(torch.int32, memory_format=torch.contiguous_format)
+            write_symbols(layer, flat, indexes, prior_scales)
             return symbols + mean, symbols
 
         output = "pixels" if reconstruct else None

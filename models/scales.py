@@ -164,6 +164,20 @@ class ScaleNetwork(nn.Module):
         return log_scale.exp().clamp(max=self.scale_max)
 
     def indexes(self, logits: torch.Tensor) -> torch.Tensor:
-        """Table index of every scale: exact comparisons with stored thresholds."""
-        logits = logits.double().contiguous()
-        return torch.bucketize(logits, self.thresholds).to(torch.int32)
+        """Table index of every scale: exact comparisons with stored thresholds.
+
+        Logits are float32, and for a float32 y, ``y > t`` holds exactly when
+        ``y > t32``, t32 the largest float32 not above t: the comparison needs
+        no float64 copy of the (large) logit map.
+        """
+        return torch.bucketize(
+            logits.float().contiguous(), _float32_below(self.thresholds), out_int32=True
+        )
+
+
+def _float32_below(values: torch.Tensor) -> torch.Tensor:
+    """The largest float32 not above each (float64) value."""
+    nearest = values.float()
+    above = nearest.double() > values
+    below = torch.nextafter(nearest, nearest.new_tensor(-math.inf))
+    return torch.where(above, below, nearest)

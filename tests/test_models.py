@@ -30,9 +30,9 @@ def compress_all(model, pixels, rate, **options) -> dict:
     """compress, with what it writes per layer collected into lists."""
     coded = {"symbols": [], "indexes": [], "scales": []}
 
-    def write_symbols(layer, symbols, indexes, scales):
+    def write_symbols(layer, symbols, indexes, prior_scales):
         assert layer == len(coded["symbols"])
-        for key, value in zip(coded, (symbols, indexes, scales), strict=True):
+        for key, value in zip(coded, (symbols, indexes, prior_scales()), strict=True):
             coded[key].append(value)
 
     return {**coded, **model.compress(pixels, rate, write_symbols, **options)}
@@ -147,6 +147,24 @@ def test_compressed_indexes_are_the_table_of_the_continuous_scale(tiny_model):
     for indexes, scales in zip(coded["indexes"], coded["scales"], strict=True):
         nearest = torch.round(torch.log(scales / config.scale_min) / step)
         assert (indexes - nearest).abs().max() <= 0 + 1e-6
+
+
+def test_table_indexes_compare_float32_logits_exactly_with_the_thresholds(tiny_model):
+    scales = tiny_model.scale_network
+    thresholds = scales.thresholds  # float64
+    nearest = thresholds.float()
+    infinity = torch.tensor(float("inf"))
+    # Logits on, just above and just below every threshold, and random ones.
+    logits = torch.cat(
+        [
+            nearest,
+            torch.nextafter(nearest, infinity),
+            torch.nextafter(nearest, -infinity),
+            torch.randn(10_000) * 8,
+        ]
+    )
+    expected = (logits.double()[:, None] > thresholds).sum(1).to(torch.int32)
+    assert torch.equal(scales.indexes(logits), expected)
 
 
 def test_decompress_without_symbols_uses_prior_means(tiny_model):
