@@ -382,6 +382,9 @@ class Codec:
             raise ValueError(f"layers must be in [1, {num_layers}], got {layers}")
         container = read_container(data, layers, self.max_pixels)
         header = container.header
+        earlier = self._earlier_release(header)
+        if earlier is not None:
+            return earlier.decode(data, layers=layers)
         self._check_compatible(header)
         used = num_layers if layers is None else layers
         streams = container.layer_streams
@@ -405,11 +408,20 @@ class Codec:
             alpha = decode_alpha(container.alpha_png, (header.width, header.height))
         return to_pil(rgb, header.mode, alpha, container.icc_profile, container.exif)
 
+    def _earlier_release(self, header: Header) -> Codec | None:
+        """A codec for the file's model when that is an earlier shipped release."""
+        if header.model_hash == self.fingerprint:
+            return None
+        path = models.released_weights_path(header.model_name, header.model_hash)
+        if path is None:
+            return None
+        return _codec_for_release(path, self.device, self.tile_size, self.max_pixels)
+
     def _check_compatible(self, header: Header) -> None:
         if header.model_name != self.name or header.model_hash != self.fingerprint:
             raise CorruptStreamError(
                 f"file was written by model {header.model_name!r} "
-                f"({header.model_hash.hex()}), "
+                f"({header.model_hash.hex()}), which is not installed; "
                 f"this codec holds {self.name!r} ({self.fingerprint.hex()})"
             )
         expected = self._layer_records(header.width, header.height)
@@ -429,6 +441,12 @@ class Codec:
 def _float32(value: float) -> float:
     """The container stores float32: encode with the value a decoder reads back."""
     return float(np.float32(value))
+
+
+@functools.lru_cache(maxsize=2)
+def _codec_for_release(path: Path, device, tile_size: int, max_pixels: int) -> Codec:
+    """Loaded once per process: a batch of old files should not reload weights."""
+    return Codec(path, device, tile_size, max_pixels)
 
 
 def _estimated_bits(symbols: torch.Tensor, scales: torch.Tensor) -> float:

@@ -9,7 +9,12 @@ import importlib
 
 from .config import LMBDA_CODES, PRESETS, HVAEConfig, get_config
 from .options import TrainOptions
-from .weights import DEFAULT_MODEL, shipped_models, weights_path
+from .weights import (
+    DEFAULT_MODEL,
+    released_weights_path,
+    shipped_models,
+    weights_path,
+)
 
 _LAZY = {
     "HierarchicalVAE": "hvae",
@@ -33,6 +38,7 @@ __all__ = [
     "HVAEConfig",
     "TrainOptions",
     "get_config",
+    "released_weights_path",
     "shipped_models",
     "weights_path",
     *_LAZY,

@@ -1,10 +1,17 @@
-"""The weights shipped inside the package, found by name (no network access)."""
+"""The weights shipped inside the package, found by name (no network access).
+
+The weights are part of the file format: a file can only be decoded by the
+weights that wrote it. So when new weights of a model ship, the earlier ones
+stay installed in ``weights/released/``, named by model and fingerprint
+(``base-43361b09fe745c02.pt``), and decoders find them from a file's header.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+RELEASED_DIR = WEIGHTS_DIR / "released"
 DEFAULT_MODEL = "base"
 
 
@@ -20,3 +27,9 @@ def weights_path(name: str) -> Path:
         valid = ", ".join(shipped_models()) or "none installed"
         raise ValueError(f"no shipped model named {name!r} (shipped: {valid})")
     return path
+
+
+def released_weights_path(name: str, fingerprint: bytes) -> Path | None:
+    """Path of an earlier release of a shipped model, if it is installed."""
+    path = RELEASED_DIR / f"{name}-{fingerprint.hex()}.pt"
+    return path if path.is_file() else None

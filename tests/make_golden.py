@@ -6,7 +6,9 @@ Writes tests/golden/container.hvae (the container bytes of a fixed header),
 tests/golden/tiny_seed0.hvae (the seeded tiny model coding a seeded image) and
 the shipped model's golden files: a 256x192 crop of the bundled sample image at
 three qualities, their decoded pixels and tests/golden/base.json with the hashes
-of their symbols (see tests/test_golden.py).
+of their symbols (see tests/test_golden.py). When the shipped weights changed,
+the set of the earlier ones moves to tests/golden/base-<their fingerprint>/
+first (their weights must move to models/weights/released/ likewise).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def shipped_model_files() -> None:
     sample = files("hvae_compress.codec") / "data" / "sample.png"
     crop = Image.open(sample).convert("RGB").crop((256, 160, 512, 352))
     coder, digests = recording_codec(models.DEFAULT_MODEL)
+    keep_earlier_release(coder.fingerprint.hex())
     pins = {"model_hash": coder.fingerprint.hex(), "files": {}}
     for quality in (10, 50, 90):
         name = f"base_q{quality}.hvae"
@@ -42,6 +45,21 @@ def shipped_model_files() -> None:
             "pixels": f"base_q{quality}.png",
         }
     PINS.write_text(json.dumps(pins, indent=2) + "\n")
+
+
+def keep_earlier_release(fingerprint: str) -> None:
+    """Move the golden set of other weights aside: it must keep decoding."""
+    if not PINS.is_file():
+        return
+    pins = json.loads(PINS.read_text())
+    if pins["model_hash"] == fingerprint:
+        return
+    folder = GOLDEN / f"{models.DEFAULT_MODEL}-{pins['model_hash']}"
+    folder.mkdir()
+    for name, pin in pins["files"].items():
+        (GOLDEN / name).rename(folder / name)
+        (GOLDEN / pin["pixels"]).rename(folder / pin["pixels"])
+    PINS.rename(folder / PINS.name)
 
 
 def main() -> None:
