@@ -5,8 +5,10 @@ SHA-256 of every layer's table indexes and symbols and with their decoded
 pixels. A change to the model, a library upgrade or another machine must decode
 them to exactly those symbols and to pixels within +-1 (the float
 reconstruction after the last latent layer may round differently elsewhere).
-When the shipped weights change on purpose, old files are refused (the model
-fingerprint differs) and `python -m tests.make_golden` writes new ones.
+When the shipped weights change on purpose, `python -m tests.make_golden`
+writes new ones and moves the old set to ``golden/<model>-<fingerprint>/``:
+files of earlier releases must keep decoding, through the weights that later
+versions keep installed (`models.weights`).
 """
 
 from __future__ import annotations
@@ -32,11 +34,45 @@ def test_golden_files_decode_to_their_pinned_symbols_and_pixels():
     assert pins["model_hash"] == coder.fingerprint.hex(), (
         "the shipped weights changed: run `python -m tests.make_golden`"
     )
+    assert_pinned(GOLDEN, pins, coder, digests)
+
+
+def earlier_release_sets() -> list:
+    return sorted(path for path in GOLDEN.iterdir() if (path / PINS.name).is_file())
+
+
+def test_a_golden_set_is_kept_for_the_release_before():
+    assert earlier_release_sets(), "make_golden moves the old set aside"
+
+
+@pytest.mark.parametrize("folder", earlier_release_sets(), ids=lambda p: p.name)
+def test_files_of_earlier_releases_decode_with_the_default_codec(folder):
+    pins = json.loads((folder / PINS.name).read_text())
+    fingerprint = bytes.fromhex(pins["model_hash"])
+    weights = models.released_weights_path(models.DEFAULT_MODEL, fingerprint)
+    assert weights is not None, f"the weights of {folder.name} must stay installed"
+    assert_pinned(folder, pins, *recording_codec(weights))
+    default = codec.Codec()  # holds the newest weights, finds the earlier ones
+    assert default.fingerprint != fingerprint
     for name, pin in pins["files"].items():
-        decoded, hashes = decode_hashed(coder, digests, (GOLDEN / name).read_bytes())
+        decoded = np.asarray(default.decode((folder / name).read_bytes()), np.int16)
+        expected = np.asarray(Image.open(folder / pin["pixels"]), np.int16)
+        assert np.abs(decoded - expected).max() <= 1, name
+
+
+def test_released_weights_are_named_by_their_fingerprint():
+    for path in sorted(models.weights.RELEASED_DIR.glob("*.pt")):
+        fingerprint = codec.Codec(path).fingerprint.hex()
+        assert path.stem == f"{models.DEFAULT_MODEL}-{fingerprint}"
+
+
+def assert_pinned(folder, pins, coder, digests) -> None:
+    """Every file of a golden set decodes to its pinned symbols and pixels."""
+    for name, pin in pins["files"].items():
+        decoded, hashes = decode_hashed(coder, digests, (folder / name).read_bytes())
         assert hashes["symbols"] == pin["symbols"], name
         decoded = np.asarray(decoded, np.int16)
-        expected = np.asarray(Image.open(GOLDEN / pin["pixels"]), np.int16)
+        expected = np.asarray(Image.open(folder / pin["pixels"]), np.int16)
         assert np.abs(decoded - expected).max() <= 1, name
 
 
