@@ -31,5 +31,7 @@ def weights_path(name: str) -> Path:
 
 def released_weights_path(name: str, fingerprint: bytes) -> Path | None:
     """Path of an earlier release of a shipped model, if it is installed."""
+    if name not in shipped_models():  # a name read from a file: never a path
+        return None
     path = RELEASED_DIR / f"{name}-{fingerprint.hex()}.pt"
     return path if path.is_file() else None

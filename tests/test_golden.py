@@ -60,6 +60,12 @@ def test_files_of_earlier_releases_decode_with_the_default_codec(folder):
         assert np.abs(decoded - expected).max() <= 1, name
 
 
+def test_a_model_name_read_from_a_file_is_never_a_path():
+    fingerprint = bytes.fromhex(earlier_release_sets()[0].name.split("-")[-1])
+    assert models.released_weights_path("base", fingerprint) is not None
+    assert models.released_weights_path("../released/base", fingerprint) is None
+
+
 def test_released_weights_are_named_by_their_fingerprint():
     for path in sorted(models.weights.RELEASED_DIR.glob("*.pt")):
         fingerprint = codec.Codec(path).fingerprint.hex()
