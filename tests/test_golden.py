@@ -55,15 +55,15 @@ def test_files_of_earlier_releases_decode_with_the_default_codec(folder):
     default = codec.Codec()  # holds the newest weights, finds the earlier ones
     assert default.fingerprint != fingerprint
     for name, pin in pins["files"].items():
-        decoded = np.asarray(default.decode((folder / name).read_bytes()), np.int16)
-        expected = np.asarray(Image.open(folder / pin["pixels"]), np.int16)
-        assert np.abs(decoded - expected).max() <= 1, name
+        decoded = default.decode((folder / name).read_bytes())
+        assert_pixels_within_one(decoded, folder / pin["pixels"], name)
 
 
 def test_a_model_name_read_from_a_file_is_never_a_path():
     fingerprint = bytes.fromhex(earlier_release_sets()[0].name.split("-")[-1])
-    assert models.released_weights_path("base", fingerprint) is not None
-    assert models.released_weights_path("../released/base", fingerprint) is None
+    name = models.DEFAULT_MODEL
+    assert models.released_weights_path(name, fingerprint) is not None
+    assert models.released_weights_path(f"../released/{name}", fingerprint) is None
 
 
 def test_released_weights_are_named_by_their_fingerprint():
@@ -77,9 +77,12 @@ def assert_pinned(folder, pins, coder, digests) -> None:
     for name, pin in pins["files"].items():
         decoded, hashes = decode_hashed(coder, digests, (folder / name).read_bytes())
         assert hashes["symbols"] == pin["symbols"], name
-        decoded = np.asarray(decoded, np.int16)
-        expected = np.asarray(Image.open(folder / pin["pixels"]), np.int16)
-        assert np.abs(decoded - expected).max() <= 1, name
+        assert_pixels_within_one(decoded, folder / pin["pixels"], name)
+
+
+def assert_pixels_within_one(decoded, png, name) -> None:
+    expected = np.asarray(Image.open(png), np.int16)
+    assert np.abs(np.asarray(decoded, np.int16) - expected).max() <= 1, name
 
 
 @pytest.mark.parametrize("quality", [10, 50, 90])
