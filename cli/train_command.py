@@ -60,6 +60,14 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
         help="train at this fixed lambda (none: log-uniform over the model's range)",
     )
     add(
+        "--extend-lambda",
+        dest="extend_lmbda",
+        type=positive_float,
+        metavar="L",
+        help="raise the top of the model's lambda range to L, on the same grid of "
+        "codes, so that it learns higher qualities (none: keep its range)",
+    )
+    add(
         "--layer-weights",
         type=float_list,
         metavar="W_top,...,W_bottom",

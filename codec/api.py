@@ -432,7 +432,7 @@ class Codec:
             )
         low, high = self.config.beta_code_range
         lmbda_code, *beta_codes = header.rate_codes
-        if not 0 <= lmbda_code <= models.LMBDA_CODES or not all(
+        if not 0 <= lmbda_code <= self.config.lmbda_top_code or not all(
             low <= code <= high for code in beta_codes
         ):
             raise CorruptStreamError("rate settings outside the model's range")

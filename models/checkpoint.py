@@ -37,7 +37,7 @@ def checkpoint_dict(model: HierarchicalVAE, step: int, **extra) -> dict:
         "state_dict": model.state_dict(),
         "step": step,
         "rate_range": {
-            "lmbda": [config.lmbda_min, config.lmbda_max],
+            "lmbda": [config.lmbda_min, config.lmbda_top],
             "beta": [config.beta_min, config.beta_max],
         },
         **extra,

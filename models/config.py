@@ -12,8 +12,10 @@ import math
 from dataclasses import dataclass
 
 # Rate settings travel as integer codes, so that a decoder derives exactly the
-# numbers the encoder used: lambda code k in [0, LMBDA_CODES] splits the model's
-# lambda range log-evenly; beta code j stands for beta = 2**(j / BETA_CODES_PER_OCTAVE).
+# numbers the encoder used: lambda code k stands for
+# lmbda_min * (lmbda_max / lmbda_min) ** (k / LMBDA_CODES), a log-even grid that
+# reaches lmbda_max at k = LMBDA_CODES and may go on above it (`lmbda_top_code`);
+# beta code j stands for beta = 2**(j / BETA_CODES_PER_OCTAVE).
 LMBDA_CODES = 4096
 BETA_CODES_PER_OCTAVE = 16
 
@@ -30,8 +32,11 @@ class HVAEConfig:
         latent_channels: channels of each latent layer at that level.
         decoder_blocks: plain residual blocks after the latent layers of a level.
         cond_dim: width of the rate-setting embedding that modulates every block.
-        lmbda_min, lmbda_max: range of lambda the model is trained on (loss =
-            lmbda * 255^2 * MSE + sum_l beta_l * bpp_l).
+        lmbda_min, lmbda_max: lambda (loss = lmbda * 255^2 * MSE + sum_l
+            beta_l * bpp_l) at codes 0 and LMBDA_CODES, which fix the grid.
+        lmbda_top_code: the highest lambda code the model is trained on:
+            LMBDA_CODES, or more for a model whose range was extended upward
+            on the same grid (every code keeps its lambda).
         beta_min, beta_max: range of the per-layer rate multipliers beta_l
             (powers of two: their codes are whole octaves apart).
         scale_min, scale_max, num_scales: the prior scales sigma_p (latent
@@ -50,6 +55,7 @@ class HVAEConfig:
     cond_dim: int = 64
     lmbda_min: float = 0.0009
     lmbda_max: float = 0.16
+    lmbda_top_code: int = LMBDA_CODES
     beta_min: float = 0.25
     beta_max: float = 4.0
     scale_min: float = 0.11
@@ -75,6 +81,10 @@ class HVAEConfig:
             raise ValueError(f"config {self.name!r}: needs at least one latent layer")
         if not 0 < self.lmbda_min < self.lmbda_max:
             raise ValueError(f"config {self.name!r}: needs 0 < lmbda_min < lmbda_max")
+        if self.lmbda_top_code < LMBDA_CODES:
+            raise ValueError(
+                f"config {self.name!r}: lmbda_top_code must be at least {LMBDA_CODES}"
+            )
         if not 0 < self.scale_min < self.scale_max or self.num_scales < 2:
             raise ValueError(f"config {self.name!r}: needs 0 < scale_min < scale_max")
 
@@ -117,21 +127,37 @@ class HVAEConfig:
         """The lambda code of a quality in [0, 100] (log-linear in lambda)."""
         if not 0 <= quality <= 100:
             raise ValueError(f"quality must be in [0, 100], got {quality}")
-        return round(quality / 100 * LMBDA_CODES)
+        return round(quality / 100 * self.lmbda_top_code)
+
+    @property
+    def lmbda_top(self) -> float:
+        """The largest lambda the model is trained on (that of the top code)."""
+        return self.lmbda_of(self.lmbda_top_code)
 
     def lmbda_code(self, lmbda: float) -> int:
         """The code of the grid lambda nearest to ``lmbda`` (within the range)."""
-        if not self.lmbda_min <= lmbda <= self.lmbda_max:
+        if not self.lmbda_min <= lmbda <= self.lmbda_top * (1 + 1e-9):
             raise ValueError(
                 f"lambda must lie in the trained range [{self.lmbda_min:g}, "
-                f"{self.lmbda_max:g}], got {lmbda:g}"
+                f"{self.lmbda_top:g}], got {lmbda:g}"
             )
-        span = math.log(self.lmbda_max / self.lmbda_min)
-        return round(math.log(lmbda / self.lmbda_min) / span * LMBDA_CODES)
+        code = math.log(lmbda / self.lmbda_min) / self._lmbda_span * LMBDA_CODES
+        return min(round(code), self.lmbda_top_code)
 
     def lmbda_of(self, code: int) -> float:
-        span = math.log(self.lmbda_max / self.lmbda_min)
-        return self.lmbda_min * math.exp(code / LMBDA_CODES * span)
+        return self.lmbda_min * math.exp(code / LMBDA_CODES * self._lmbda_span)
+
+    @property
+    def _lmbda_span(self) -> float:
+        return math.log(self.lmbda_max / self.lmbda_min)
+
+    def extended_to(self, lmbda: float) -> HVAEConfig:
+        """This config with its lambda range raised to ``lmbda`` on the same grid
+        (unchanged if the range already reaches it); every code keeps its lambda,
+        so a trained model carries on from where it is."""
+        code = math.log(lmbda / self.lmbda_min) / self._lmbda_span * LMBDA_CODES
+        top = max(self.lmbda_top_code, round(code))
+        return dataclasses.replace(self, lmbda_top_code=top)
 
     def beta_code(self, beta: float) -> int:
         """The code of the grid beta nearest to ``beta`` (within the range)."""

@@ -120,7 +120,8 @@ def rate_positions(rate: torch.Tensor) -> torch.Tensor:
     """Rate codes (B, 1 + L) -> positions in [-1, 1], exact binary fractions.
 
     The lambda code k maps to k / (LMBDA_CODES / 2) - 1 (the position of log
-    lambda in the trained range), a beta code j to j / (2 * codes per octave)
+    lambda between lmbda_min and lmbda_max; above 1 for the codes of a range
+    extended beyond lmbda_max), a beta code j to j / (2 * codes per octave)
     (log2 beta / 2): both divide integers by powers of two, so every machine
     computes the same float32 values.
     """
@@ -184,9 +185,10 @@ class HierarchicalVAE(nn.Module):
     def rate_values(self, rate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rate codes (B, 1 + L) -> (lambda (B,), betas (B, L)) as float32."""
         self._check_rate(rate)
-        span = math.log(self.config.lmbda_max / self.config.lmbda_min)
+        config = self.config
+        span = math.log(config.lmbda_max / config.lmbda_min)
         codes = rate.float()
-        lmbda = self.config.lmbda_min * torch.exp(codes[:, 0] / LMBDA_CODES * span)
+        lmbda = config.lmbda_min * torch.exp(codes[:, 0] / LMBDA_CODES * span)
         return lmbda, torch.exp2(codes[:, 1:] / BETA_CODES_PER_OCTAVE)
 
     def _check_rate(self, rate: torch.Tensor) -> None:

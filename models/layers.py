@@ -38,7 +38,7 @@ class RateEmbedding(nn.Module):
         )
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        """positions (B, 1 + L) in [-1, 1] (`hvae.rate_positions`) -> (B, dim)."""
+        """positions (B, 1 + L) (`hvae.rate_positions`) -> (B, dim)."""
         return self.mlp(positions)
 
 

@@ -26,6 +26,7 @@ class TrainOptions:
     grad_clip: float = 5.0
     ema_decay: float = 0.999
     lmbda: float | None = None
+    extend_lmbda: float | None = None
     layer_weights: list[float] | None = None
     random_beta_share: float = 0.3
     precision: str = "auto"

@@ -39,7 +39,13 @@ STATE = Grid(5, -(2**15 - 1), 2**15 - 1)  # the residual stream, 16 bits
 ACTIVATION = Grid(5, 0, 255)  # ReLU outputs into a convolution, 8 bits
 SIGNED = Grid(5, -255, 255)  # the state into a resampling convolution
 SYMBOLS = Grid(0, -127, 127)  # the symbols of a layer, clamped
-POSITIONS = Grid(11, -2048, 2048)  # rate positions (see `rate_positions`)
+
+
+def positions_grid(lmbda_top_code: int) -> Grid:
+    """The grid of the rate positions (see `rate_positions`): steps of 2**-11
+    from -1 up to the top lambda code's position (1 for the original range,
+    so a model of that range keeps the grid it was trained with)."""
+    return Grid(11, -2048, lmbda_top_code - 2048)
 
 
 def _float32(method):
@@ -113,7 +119,9 @@ class ScaleNetwork(nn.Module):
         widths, cond_dim = c.scale_widths, c.scale_cond_dim
         # The levels the network walks: down to the last one with latent layers.
         self.num_levels = c.finest_latent_level + 1
-        self.rate_in = ExactConv2d(1 + c.num_latent_layers, cond_dim, 1, POSITIONS)
+        self.rate_in = ExactConv2d(
+            1 + c.num_latent_layers, cond_dim, 1, positions_grid(c.lmbda_top_code)
+        )
         self.rate_hidden = ExactConv2d(cond_dim, cond_dim, 1, ACTIVATION)
         # Positive values: a ReLU at zero would pass no gradient to it.
         self.initial = nn.Parameter(torch.rand(1, widths[0], 1, 1))

@@ -28,7 +28,7 @@ from .checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from .config import LMBDA_CODES
+from .config import HVAEConfig, get_config
 from .data import RandomCrops, to_tensor
 from .hvae import HierarchicalVAE, build_model, pad_to_stride
 from .loss import RateDistortionLoss, psnr
@@ -72,7 +72,7 @@ def sample_rate_codes(
     if opts.lmbda is not None:
         lmbda = torch.full((batch, 1), config.lmbda_code(opts.lmbda))
     else:
-        lmbda = torch.randint(0, LMBDA_CODES + 1, (batch, 1))
+        lmbda = torch.randint(0, config.lmbda_top_code + 1, (batch, 1))
     if opts.layer_weights is not None:
         fixed = [config.beta_code(b) for b in opts.layer_weights]
         betas = torch.tensor(fixed).expand(batch, num_layers)
@@ -151,7 +151,7 @@ def _load_start(opts: TrainOptions):
     """The model, its EMA, the step to start from, the checkpoint to resume (if
     any) and the training record so far (steps and time add up across runs)."""
     if opts.resume:
-        checkpoint = read_checkpoint(opts.resume)
+        checkpoint = _extended(read_checkpoint(opts.resume), opts.extend_lmbda)
         model = model_from_checkpoint(checkpoint)
         ema = model_from_checkpoint(checkpoint, "ema_state_dict")
         info = checkpoint.get("train_info", {})
@@ -159,12 +159,31 @@ def _load_start(opts: TrainOptions):
     if opts.init:
         # Fine-tuning: weights (the EMA, where present) without the optimizer state.
         checkpoint = read_checkpoint(opts.init, upgrade=True)
+        checkpoint = _extended(checkpoint, opts.extend_lmbda)
         weights = "ema_state_dict" if "ema_state_dict" in checkpoint else "state_dict"
         model = model_from_checkpoint(checkpoint, weights)
         info = checkpoint.get("train_info", {})
         return model, copy.deepcopy(model), checkpoint["step"], None, info
-    model = build_model(opts.model)
+    config = get_config(opts.model)
+    if opts.extend_lmbda is not None:
+        config = config.extended_to(opts.extend_lmbda)
+    model = build_model(config)
     return model, copy.deepcopy(model), 0, None, {}
+
+
+def _extended(checkpoint: dict, lmbda: float | None) -> dict:
+    """The checkpoint with its model's lambda range raised to ``lmbda``."""
+    if lmbda is not None:
+        config = HVAEConfig.from_dict(checkpoint["config"]).extended_to(lmbda)
+        checkpoint["config"] = config.to_dict()
+    return checkpoint
+
+
+def _machine_seconds() -> float:
+    """This process's CPU time over its threads: the seconds the training kept
+    the machine busy. Unlike wall time it stops while the run is paused
+    (SIGSTOP) or waits for other work beside it."""
+    return time.process_time() / torch.get_num_threads()
 
 
 def _batches(loader, sampler):
@@ -346,7 +365,7 @@ class Trainer:
             disable=not (speaks and on_terminal),
             dynamic_ncols=True,
         )
-        last, started = {}, time.perf_counter()
+        last, started = {}, _machine_seconds()
         for step in range(self.start_step + 1, opts.steps + 1):  # 1-based: steps done
             outcome = self.step(step - 1)
             progress.update(1)
@@ -361,13 +380,13 @@ class Trainer:
                 if speaks and not on_terminal:
                     print(f"step {step}: {line}", file=sys.stderr, flush=True)
             if step % opts.checkpoint_every == 0:
-                self.info["train_seconds"] += time.perf_counter() - started
-                started = time.perf_counter()
+                self.info["train_seconds"] += _machine_seconds() - started
+                started = _machine_seconds()
                 self.save(step)
             if self.val_images and step % opts.val_every == 0:
                 self.validate(step)
         progress.close()
-        self.info["train_seconds"] += time.perf_counter() - started
+        self.info["train_seconds"] += _machine_seconds() - started
         self.save(opts.steps)
         summary = {"step": opts.steps, "rank": env.rank, "last": last, **self.info}
         if self.val_images:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from hvae_compress import models
+from hvae_compress import codec, models
 from hvae_compress.cli import main as cli_main
 from hvae_compress.models.hvae import to_pixels_uint8
 from hvae_compress.models.train import TrainOptions, sample_rate_codes, train
@@ -227,6 +227,52 @@ def test_lambda_and_beta_codes_round_trip_to_the_nearest_grid_point():
         config.beta_code(8.0)
 
 
+def test_an_extended_lambda_range_keeps_every_code_and_reaches_higher():
+    config = models.get_config("base")
+    extended = config.extended_to(1.1)
+    assert extended.lmbda_top_code > models.LMBDA_CODES
+    assert extended.lmbda_top == pytest.approx(1.1, rel=1e-3)
+    assert extended.lmbda_code(extended.lmbda_top) == extended.lmbda_top_code
+    # Codes keep their lambda: a model trained on the old range carries on.
+    for code in (0, 1234, models.LMBDA_CODES):
+        assert extended.lmbda_of(code) == config.lmbda_of(code)
+    assert extended.quality_code(100) == extended.lmbda_top_code
+    assert extended.lmbda_code(1.0) > models.LMBDA_CODES
+    assert extended.extended_to(0.5) == extended  # a range never shrinks
+    assert config.extended_to(config.lmbda_max) == config
+    with pytest.raises(ValueError, match="at least 4096"):
+        models.HVAEConfig.from_dict({**config.to_dict(), "lmbda_top_code": 4000})
+
+
+def test_the_original_range_keeps_the_scale_networks_position_grid():
+    # Released weights were trained on this grid; a different one would
+    # change their scales and so their files.
+    from hvae_compress.models.scales import positions_grid
+
+    grid = models.build_model("tiny").scale_network.rate_in.grid
+    assert (grid.frac, grid.low, grid.high) == (11, -2048, 2048)
+    assert positions_grid(5632).high == 3584  # code 5632 at position 1.75
+
+
+def test_codes_above_the_original_range_code_and_decode_exactly(tmp_path, image_file):
+    torch.manual_seed(1)
+    config = models.get_config("tiny").extended_to(1.1)
+    model = models.HierarchicalVAE(config)
+    with torch.no_grad():
+        for parameter in model.scale_network.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.3)
+    model.refresh_grids()
+    models.save_checkpoint(tmp_path / "raw.pt", models.checkpoint_dict(model, step=0))
+    codec.export_model(tmp_path / "raw.pt", tmp_path / "extended.pt")
+    extended = codec.Codec(tmp_path / "extended.pt", device="cpu")
+    report = extended.encode_report(image_file, quality=100, reconstruct=True)
+    header = codec.read_header(report.data)
+    assert header.lmbda_code == config.lmbda_top_code > models.LMBDA_CODES
+    assert header.lmbda == pytest.approx(1.1, rel=1e-3)
+    decoded = np.asarray(extended.decode(report.data))
+    assert np.array_equal(decoded, np.asarray(report.reconstruction))
+
+
 def test_rate_values_turn_codes_into_lambda_and_betas(tiny_model):
     config = tiny_model.config
     lmbda, betas = tiny_model.rate_values(torch.tensor([[4096, -32, 0, 16]]))
@@ -269,6 +315,21 @@ def test_rate_codes_are_sampled_over_the_configured_ranges(tiny_model):
     assert ((betas >= config.beta_min) & (betas <= config.beta_max)).all()
     share_random = (betas != 1).any(dim=1).float().mean()
     assert 0.3 < share_random < 0.5  # half chosen, each with random layers
+
+
+def test_training_can_extend_the_lambda_range_of_a_model(tmp_path, training_folder):
+    tiny_training(tmp_path / "a", training_folder, steps=5)
+    tiny_training(
+        tmp_path / "b",
+        training_folder,
+        steps=10,
+        resume=str(tmp_path / "a" / "checkpoint.pt"),
+        extend_lmbda=0.5,
+    )
+    model, checkpoint = models.load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert checkpoint["step"] == 10
+    assert model.config.lmbda_top == pytest.approx(0.5, rel=1e-3)
+    assert checkpoint["rate_range"]["lmbda"][1] == pytest.approx(0.5, rel=1e-3)
 
 
 def tiny_training(out, data, steps, **overrides):
