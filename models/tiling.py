@@ -80,9 +80,9 @@ class Tiler:
             single = isinstance(pieces, torch.Tensor)
             pieces = (pieces,) if single else pieces
             if outputs is None:
-                outputs = [_allocate(p, height, scale) for p in pieces]
+                outputs = [_allocate(p, height, scale) for p in pieces[inplace:]]
                 if inplace:
-                    outputs[0] = maps[0]
+                    outputs.insert(0, maps[0])
             if inplace and halo:
                 upper_halo = maps[0][..., bottom - halo : bottom, :].clone()
             core = slice(int((top - y0) * scale), int((bottom - y0) * scale))
@@ -99,8 +99,13 @@ def _aligned(rows: int, scale: Fraction) -> int:
 
 
 def _allocate(piece: torch.Tensor, height: int, scale: Fraction) -> torch.Tensor:
+    """An empty full-size output in the piece's layout; its pages are touched
+    only as the strips are written into it."""
     shape = (*piece.shape[:-2], int(height * scale), piece.shape[-1])
-    out = torch.empty(shape, dtype=piece.dtype, device=piece.device)
-    if piece.ndim == 4 and piece.is_contiguous(memory_format=torch.channels_last):
-        out = out.contiguous(memory_format=torch.channels_last)
-    return out
+    channels_last = piece.ndim == 4 and piece.is_contiguous(
+        memory_format=torch.channels_last
+    )
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(
+        shape, dtype=piece.dtype, device=piece.device, memory_format=layout
+    )
