@@ -131,7 +131,8 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
         metavar="PATH",
         default=None,
         help="at the end, also write a coding model (fp16 EMA weights + entropy "
-        "tables) to PATH, ready for --model",
+        "tables, qualities calibrated on the training images) to PATH, ready "
+        "for --model",
     )
     parser.set_defaults(run=run_train)
 
@@ -143,8 +144,13 @@ def run_train(args) -> int:
     summary = train(TrainOptions(**{name: getattr(args, name) for name in names}))
     if args.export and summary.get("rank", 0) == 0:
         from ..codec import export_model
+        from ..files import list_images
 
-        export_model(f"{args.out}/checkpoint.pt", args.export)
+        export_model(
+            f"{args.out}/checkpoint.pt",
+            args.export,
+            calibration_images=list_images(args.data),
+        )
     if not args.quiet and summary.get("rank", 0) == 0:
         print(json.dumps(summary, indent=2))
     return 0

@@ -8,6 +8,7 @@ import hashlib
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,21 +138,30 @@ def _shipped_dtype(name: str, tensor: torch.Tensor) -> torch.Tensor:
 
 
 def export_model(
-    checkpoint_path: str | os.PathLike, out_path: str | os.PathLike
+    checkpoint_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    calibration_images: Sequence[str | os.PathLike] = (),
 ) -> None:
     """Freeze a training checkpoint for coding: EMA weights, integer tables.
 
     The result is what the package ships: small (the float network in fp16),
     and carrying the probability tables so decoders never recompute them from
     floats. The exact scale network stays float32, its weights on their grids.
+    With ``calibration_images`` (training photos, never the benchmark), the
+    qualities are calibrated on them to even steps in file size
+    (`models.calibration`); the weights, and so every file, stay the same.
     """
     checkpoint = models.read_checkpoint(checkpoint_path)
     network = models.model_from_checkpoint(checkpoint, _weights_key(checkpoint))
     network.refresh_grids()
-    tables = tables_for(network.config)
+    config = network.config
+    if calibration_images:
+        crops = models.calibration_crops(list(calibration_images), config.top_stride)
+        config = models.calibrated(network, crops)
+    tables = tables_for(config)
     frozen = {
         "format": checkpoint["format"],
-        "config": checkpoint["config"],
+        "config": config.to_dict(),
         "state_dict": {
             k: _shipped_dtype(k, v) for k, v in network.state_dict().items()
         },

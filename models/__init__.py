@@ -17,6 +17,8 @@ from .weights import (
 )
 
 _LAZY = {
+    "calibrated": "calibration",
+    "calibration_crops": "calibration",
     "HierarchicalVAE": "hvae",
     "build_model": "hvae",
     "latent_likelihood": "hvae",

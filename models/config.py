@@ -37,6 +37,10 @@ class HVAEConfig:
         lmbda_top_code: the highest lambda code the model is trained on:
             LMBDA_CODES, or more for a model whose range was extended upward
             on the same grid (every code keeps its lambda).
+        quality_codes: the lambda code of each quality 0, 1, ..., 100,
+            calibrated so that every quality step changes the file size by
+            about the same factor (`models.calibration`); empty: qualities
+            map log-linearly onto the lambda codes.
         beta_min, beta_max: range of the per-layer rate multipliers beta_l
             (powers of two: their codes are whole octaves apart).
         scale_min, scale_max, num_scales: the prior scales sigma_p (latent
@@ -56,6 +60,7 @@ class HVAEConfig:
     lmbda_min: float = 0.0009
     lmbda_max: float = 0.16
     lmbda_top_code: int = LMBDA_CODES
+    quality_codes: tuple[int, ...] = ()
     beta_min: float = 0.25
     beta_max: float = 4.0
     scale_min: float = 0.11
@@ -84,6 +89,15 @@ class HVAEConfig:
         if self.lmbda_top_code < LMBDA_CODES:
             raise ValueError(
                 f"config {self.name!r}: lmbda_top_code must be at least {LMBDA_CODES}"
+            )
+        codes = self.quality_codes
+        if codes and (
+            len(codes) != 101
+            or list(codes) != sorted(codes)
+            or not 0 <= codes[0] <= codes[-1] <= self.lmbda_top_code
+        ):
+            raise ValueError(
+                f"config {self.name!r}: quality_codes needs 101 rising lambda codes"
             )
         if not 0 < self.scale_min < self.scale_max or self.num_scales < 2:
             raise ValueError(f"config {self.name!r}: needs 0 < scale_min < scale_max")
@@ -124,10 +138,15 @@ class HVAEConfig:
         ]
 
     def quality_code(self, quality: float) -> int:
-        """The lambda code of a quality in [0, 100] (log-linear in lambda)."""
+        """The lambda code of a quality in [0, 100]: from the calibrated
+        ``quality_codes`` (linear between whole qualities), else log-linear."""
         if not 0 <= quality <= 100:
             raise ValueError(f"quality must be in [0, 100], got {quality}")
-        return round(quality / 100 * self.lmbda_top_code)
+        if not self.quality_codes:
+            return round(quality / 100 * self.lmbda_top_code)
+        below = min(math.floor(quality), 99)
+        low, high = self.quality_codes[below : below + 2]
+        return round(low + (quality - below) * (high - low))
 
     @property
     def lmbda_top(self) -> float:
@@ -157,7 +176,10 @@ class HVAEConfig:
         so a trained model carries on from where it is."""
         code = math.log(lmbda / self.lmbda_min) / self._lmbda_span * LMBDA_CODES
         top = max(self.lmbda_top_code, round(code))
-        return dataclasses.replace(self, lmbda_top_code=top)
+        if top == self.lmbda_top_code:
+            return self
+        # A calibration of the old range does not hold for the new one.
+        return dataclasses.replace(self, lmbda_top_code=top, quality_codes=())
 
     def beta_code(self, beta: float) -> int:
         """The code of the grid beta nearest to ``beta`` (within the range)."""
