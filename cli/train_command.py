@@ -114,6 +114,13 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
     )
     add("--checkpoint-every", type=positive_int, help="steps between checkpoints")
     add(
+        "--holdout",
+        type=int,
+        metavar="N",
+        help="hold out N of the training images (those whose file names hash "
+        "lowest: the same choice on every machine) and validate on them",
+    )
+    add(
         "--val-dir",
         metavar="DIR",
         help="folder of validation images (monitoring only)",

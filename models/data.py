@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..files import list_images, read_rgb
+from ..files import read_rgb
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """An RGB PIL image -> float tensor (3, H, W) in [0, 1]."""
     pixels = torch.from_numpy(np.asarray(image).copy())
     return pixels.permute(2, 0, 1).float().div_(255)
+
+
+def split_holdout(paths: list[Path], count: int) -> tuple[list[Path], list[Path]]:
+    """(training images, ``count`` held-out images) from a list of image files.
+
+    The held-out images are those whose file names hash lowest: the same choice
+    on every machine and from any folder layout, and adding images to the
+    data moves an image into the held-out set only if it hashes lower.
+    """
+    if not 0 <= count < len(paths):
+        raise ValueError(f"cannot hold out {count} of {len(paths)} training images")
+
+    def rank(path: Path) -> bytes:
+        return hashlib.sha256(path.name.encode()).digest()
+
+    held = set(sorted(paths, key=rank)[:count])
+    return [p for p in paths if p not in held], [p for p in paths if p in held]
 
 
 class RandomCrops(torch.utils.data.Dataset):
@@ -25,10 +43,10 @@ class RandomCrops(torch.utils.data.Dataset):
     Images are decoded once and kept in memory (the training shards are small).
     """
 
-    def __init__(self, folders: list[str | Path], size: int, min_scale: float = 0.5):
+    def __init__(self, paths: list[Path], size: int, min_scale: float = 0.5):
         self.size = size
         self.min_scale = min_scale
-        self.images = [read_rgb(p) for p in list_images(folders)]
+        self.images = [read_rgb(p) for p in paths]
 
     def __len__(self) -> int:
         return len(self.images)

@@ -38,6 +38,7 @@ class TrainOptions:
     init: str | None = None
     train_only: str | None = None
     checkpoint_every: int = 1000
+    holdout: int = 0
     val_dir: str | None = None
     val_every: int = 2000
     val_qualities: list[float] = field(default_factory=lambda: [10.0, 50.0, 90.0])

@@ -29,7 +29,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import HVAEConfig, get_config
-from .data import RandomCrops, to_tensor
+from .data import RandomCrops, split_holdout, to_tensor
 from .hvae import HierarchicalVAE, build_model, pad_to_stride
 from .loss import RateDistortionLoss, psnr
 from .options import TrainOptions
@@ -194,8 +194,8 @@ def _batches(loader, sampler):
         yield from loader
 
 
-def _make_loader(opts: TrainOptions, env: Distributed):
-    data = RandomCrops(opts.data, opts.crop)
+def _make_loader(paths: list[Path], opts: TrainOptions, env: Distributed):
+    data = RandomCrops(paths, opts.crop)
     if env.world_size > 1:
         sampler = torch.utils.data.DistributedSampler(
             data, env.world_size, env.rank, seed=opts.seed
@@ -212,6 +212,18 @@ def _make_loader(opts: TrainOptions, env: Distributed):
         pin_memory=env.device.type == "cuda",
     )
     return _batches(loader, sampler)
+
+
+def _validation_sets(held_out: list[Path], val_dir: str | None) -> dict:
+    """Named lists of validation images: the held-out training images
+    ("holdout") and the images of ``val_dir`` (named after the folder)."""
+    sets = {}
+    if held_out:
+        sets["holdout"] = [to_tensor(read_rgb(p)) for p in held_out]
+    if val_dir:
+        images = [to_tensor(read_rgb(p)) for p in list_images([val_dir])]
+        sets[Path(val_dir).resolve().name] = images
+    return sets
 
 
 class TrainLog:
@@ -260,12 +272,11 @@ class Trainer:
         if self.env.world_size > 1:
             self.wrapped = torch.nn.parallel.DistributedDataParallel(self.model)
         self.criterion = RateDistortionLoss()
-        self.batches = _make_loader(opts, self.env)
-        self.val_images = []
-        if opts.val_dir and self.env.is_main:
-            self.val_images = [
-                to_tensor(read_rgb(p)) for p in list_images([opts.val_dir])
-            ]
+        self.trained, held_out = split_holdout(list_images(opts.data), opts.holdout)
+        self.batches = _make_loader(self.trained, opts, self.env)
+        self.val_sets = {}
+        if self.env.is_main:
+            self.val_sets = _validation_sets(held_out, opts.val_dir)
         self.log = TrainLog(self.out, self.env.is_main)
 
     def _trained_parameters(self) -> list[torch.nn.Parameter]:
@@ -341,10 +352,15 @@ class Trainer:
             )
             save_checkpoint(self.out / "checkpoint.pt", state)
 
-    def validate(self, step: int) -> list[dict]:
+    def validate(self, step: int) -> dict[str, list[dict]]:
+        """Validate the EMA on every validation set; log and return the results."""
         self.ema.refresh_grids()
-        results = validate(self.ema, self.val_images, self.opts.val_qualities)
-        self.log.write(event="validation", step=step, results=results)
+        qualities = self.opts.val_qualities
+        results = {
+            name: validate(self.ema, images, qualities)
+            for name, images in self.val_sets.items()
+        }
+        self.log.write(event="validation", step=step, sets=results)
         return results
 
     def run(self) -> dict:
@@ -383,13 +399,13 @@ class Trainer:
                 self.info["train_seconds"] += _machine_seconds() - started
                 started = _machine_seconds()
                 self.save(step)
-            if self.val_images and step % opts.val_every == 0:
+            if self.val_sets and step % opts.val_every == 0:
                 self.validate(step)
         progress.close()
         self.info["train_seconds"] += _machine_seconds() - started
         self.save(opts.steps)
         summary = {"step": opts.steps, "rank": env.rank, "last": last, **self.info}
-        if self.val_images:
+        if self.val_sets:
             summary["validation"] = self.validate(opts.steps)
         self.log.write(event="end", **summary)
         if env.world_size > 1:

@@ -13,8 +13,15 @@ import torch
 
 from hvae_compress import codec, models
 from hvae_compress.cli import main as cli_main
+from hvae_compress.files import list_images
+from hvae_compress.models.data import split_holdout
 from hvae_compress.models.hvae import to_pixels_uint8
-from hvae_compress.models.train import TrainOptions, sample_rate_codes, train
+from hvae_compress.models.train import (
+    Trainer,
+    TrainOptions,
+    sample_rate_codes,
+    train,
+)
 
 from .conftest import REPO, TRAIN_00, make_tiny_model, natural_image, needs_shared
 
@@ -364,6 +371,39 @@ def test_training_writes_checkpoints_and_resumes_from_them(tmp_path, training_fo
         for line in (tmp_path / "train_log.jsonl").read_text().splitlines()
     ]
     assert [r["step"] for r in log if "loss" in r] == [5, 10, 15]
+
+
+def test_held_out_images_depend_only_on_their_names(tmp_path):
+    names = [f"img{i}.jpg" for i in range(40)]
+    paths = [tmp_path / "a" / name for name in names]
+    trained, held = split_holdout(paths, 5)
+    assert len(held) == 5 and not set(held) & set(trained)
+    assert sorted(trained + held) == sorted(paths)
+    # Another folder layout and more images: the same names stay held out.
+    moved = [tmp_path / "b" / name for name in names + ["extra.jpg"]]
+    _, held_again = split_holdout(moved, 5)
+    assert {p.name for p in held} - {p.name for p in held_again} <= {"extra.jpg"}
+    with pytest.raises(ValueError, match="hold out 40 of 40"):
+        split_holdout(paths, 40)
+
+
+def test_training_validates_on_held_out_images_it_never_trains_on(
+    tmp_path, training_folder
+):
+    summary = tiny_training(
+        tmp_path, training_folder, steps=5, holdout=3, val_qualities=[50.0]
+    )
+    (result,) = summary["validation"]["holdout"]
+    assert result["quality"] == 50.0 and result["bpp"] > 0 and result["psnr"] > 0
+    events = [
+        json.loads(line)
+        for line in (tmp_path / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert events[-1]["validation"] == summary["validation"]
+    options = TrainOptions([str(training_folder)], str(tmp_path), "tiny", holdout=3)
+    trainer = Trainer(options)
+    _, held = split_holdout(list_images([training_folder]), 3)
+    assert len(trainer.trained) == 9 and not set(held) & set(trainer.trained)
 
 
 @pytest.mark.slow
