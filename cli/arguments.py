@@ -46,6 +46,19 @@ def float_list(text: str) -> list[float]:
     return values
 
 
+def int_list(text: str) -> list[int]:
+    """'16,16,24,32,0' -> [16, 16, 24, 32, 0], none negative."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"values must not be negative, got {text!r}")
+    return values
+
+
 def quality_list(text: str) -> list[float]:
     """'0,50,100' -> [0.0, 50.0, 100.0], each a valid quality (as for encode -q)."""
     try:

@@ -11,7 +11,13 @@ import dataclasses
 import json
 
 from ..models.options import TrainOptions, defaults
-from .arguments import float_list, positive_float, positive_int, quality_list
+from .arguments import (
+    float_list,
+    int_list,
+    positive_float,
+    positive_int,
+    quality_list,
+)
 
 
 def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
@@ -66,6 +72,14 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
         metavar="L",
         help="raise the top of the model's lambda range to L, on the same grid of "
         "codes, so that it learns higher qualities (none: keep its range)",
+    )
+    add(
+        "--latent-channels",
+        type=int_list,
+        metavar="C_top,...,C_bottom",
+        help="latent channels per level, top first (with --init: widen the "
+        "model's layers to these, the new channels starting unused; none: keep "
+        "the model's or the preset's)",
     )
     add(
         "--layer-weights",

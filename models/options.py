@@ -27,6 +27,7 @@ class TrainOptions:
     ema_decay: float = 0.999
     lmbda: float | None = None
     extend_lmbda: float | None = None
+    latent_channels: list[int] | None = None
     layer_weights: list[float] | None = None
     random_beta_share: float = 0.3
     precision: str = "auto"

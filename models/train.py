@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -30,6 +30,7 @@ from .checkpoint import (
 )
 from .config import HVAEConfig, get_config
 from .data import RandomCrops, split_holdout, to_tensor
+from .grow import widen_latents
 from .hvae import HierarchicalVAE, build_model, pad_to_stride
 from .loss import RateDistortionLoss, psnr
 from .options import TrainOptions
@@ -153,6 +154,12 @@ def _load_start(opts: TrainOptions):
     if opts.resume:
         checkpoint = _extended(read_checkpoint(opts.resume), opts.extend_lmbda)
         model = model_from_checkpoint(checkpoint)
+        if opts.latent_channels and model.config.latent_channels != tuple(
+            opts.latent_channels
+        ):
+            raise ValueError(
+                "a resumed run keeps its latent channels; widen a model with --init"
+            )
         ema = model_from_checkpoint(checkpoint, "ema_state_dict")
         info = checkpoint.get("train_info", {})
         return model, ema, checkpoint["step"], checkpoint, info
@@ -162,11 +169,15 @@ def _load_start(opts: TrainOptions):
         checkpoint = _extended(checkpoint, opts.extend_lmbda)
         weights = "ema_state_dict" if "ema_state_dict" in checkpoint else "state_dict"
         model = model_from_checkpoint(checkpoint, weights)
+        if opts.latent_channels:
+            model = widen_latents(model, opts.latent_channels)
         info = checkpoint.get("train_info", {})
         return model, copy.deepcopy(model), checkpoint["step"], None, info
     config = get_config(opts.model)
     if opts.extend_lmbda is not None:
         config = config.extended_to(opts.extend_lmbda)
+    if opts.latent_channels:
+        config = replace(config, latent_channels=tuple(opts.latent_channels))
     model = build_model(config)
     return model, copy.deepcopy(model), 0, None, {}
 

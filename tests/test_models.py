@@ -15,6 +15,7 @@ from hvae_compress import codec, models
 from hvae_compress.cli import main as cli_main
 from hvae_compress.files import list_images
 from hvae_compress.models.data import split_holdout
+from hvae_compress.models.grow import widen_latents
 from hvae_compress.models.hvae import to_pixels_uint8
 from hvae_compress.models.train import (
     Trainer,
@@ -172,6 +173,47 @@ def test_table_indexes_compare_float32_logits_exactly_with_the_thresholds(tiny_m
     )
     expected = (logits.double()[:, None] > thresholds).sum(1).to(torch.int32)
     assert torch.equal(scales.indexes(logits), expected)
+
+
+def test_widened_latents_code_the_old_channels_alike_and_the_new_as_free_zeros(
+    tiny_model,
+):
+    wider = widen_latents(tiny_model, (4, 6, 8))
+    assert wider.config.layer_channels() == [4, 6, 8]
+    pixels = (torch.rand(1, 3, 64, 96) * 255).to(torch.uint8)
+    rate = rate_codes(tiny_model, batch=1)
+    before = compress_all(tiny_model, pixels, rate, reconstruct=True)
+    after = compress_all(wider, pixels, rate, reconstruct=True)
+    assert torch.equal(before["pixels"], after["pixels"])
+    for layer, old in enumerate(tiny_model.config.layer_channels()):
+        for key in ("symbols", "indexes"):
+            assert torch.equal(after[key][layer][:, :old], before[key][layer])
+        assert not after["symbols"][layer][:, old:].any()
+        # The new channels' zeros cost under a hundredth of a bit each.
+        new_scales = after["scales"][layer][:, old:]
+        zero = models.latent_likelihood(torch.zeros(()), torch.zeros(()), new_scales)
+        assert (-torch.log2(zero) < 0.01).all()
+
+
+def test_latents_can_only_be_widened(tiny_model):
+    with pytest.raises(ValueError, match="one entry per level"):
+        widen_latents(tiny_model, (4, 4))
+    with pytest.raises(ValueError, match="from 4 to 2"):
+        widen_latents(tiny_model, (4, 2, 4))
+
+
+def test_training_widens_an_initial_model(tmp_path, training_folder):
+    tiny_training(tmp_path / "a", training_folder, steps=5)
+    start = str(tmp_path / "a" / "checkpoint.pt")
+    tiny_training(
+        tmp_path / "b", training_folder, 10, init=start, latent_channels=[4, 4, 8]
+    )
+    model, _ = models.load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert model.config.latent_channels == (4, 4, 8)
+    with pytest.raises(ValueError, match="widen a model with --init"):
+        tiny_training(
+            tmp_path / "c", training_folder, 15, resume=start, latent_channels=[4, 4, 8]
+        )
 
 
 def test_decompress_without_symbols_uses_prior_means(tiny_model):

@@ -1,0 +1,77 @@
+"""Growing a trained model: more latent channels, which start out unused.
+
+The rate range of a model ends where its latents run out of room: a decoder
+that sees only so many latent elements per pixel reconstructs no better than a
+certain PSNR, however high lambda goes. `widen_latents` adds channels to the
+latent layers of chosen levels without changing what the model computes:
+
+- the new channels' prior means start at zero, their posterior means near
+  zero (a new model's initialization, scaled down), so their symbols are 0;
+- the float network's merge (``z_embedding``) and the scale network's merge
+  (``symbol_embedding``) start with zero weights for the new channels, so the
+  state, and every later layer, is what it was;
+- the scale network predicts the smallest scales for them, so those zero
+  symbols cost next to nothing.
+
+Training then learns to use the new channels where they pay for their bits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from .hvae import HierarchicalVAE
+from .scales import inverse_softplus
+
+# The scale a new channel starts at, relative to the smallest table scale: just
+# above it, where the logit still passes a useful gradient.
+_UNUSED_SCALE = 1.1
+# New posterior means start at this fraction of a new model's: far from
+# rounding to a nonzero symbol, yet with a gradient from the first step.
+_POSTERIOR_START = 0.01
+# Weights whose input channels are a layer's latent channels.
+_LATENT_INPUTS = ("z_embedding.weight", "symbol_embedding.weight")
+
+
+def widen_latents(
+    model: HierarchicalVAE, latent_channels: tuple[int, ...]
+) -> HierarchicalVAE:
+    """A copy of ``model`` with ``latent_channels`` per level (top first, each
+    at least the model's own), computing the same image and the same symbols
+    for the old channels; the new ones start unused."""
+    config = model.config
+    latent_channels = tuple(latent_channels)
+    if len(latent_channels) != config.num_levels:
+        raise ValueError(
+            f"latent channels need one entry per level ({config.num_levels}), "
+            f"got {len(latent_channels)}"
+        )
+    for level, (old, new) in enumerate(
+        zip(config.latent_channels, latent_channels, strict=True)
+    ):
+        if new < old or (new and not config.latent_layers[level]):
+            raise ValueError(
+                f"level {level}: cannot go from {old} to {new} latent channels "
+                "(channels can only be added, and only where there are latent layers)"
+            )
+    wider = HierarchicalVAE(
+        dataclasses.replace(config, latent_channels=latent_channels)
+    )
+    unused_logit = inverse_softplus(math.log(_UNUSED_SCALE))
+    state = wider.state_dict()
+    for name, old in model.state_dict().items():
+        grown = state[name]
+        if grown.shape == old.shape:
+            state[name] = old.clone()
+            continue
+        if name.endswith(_LATENT_INPUTS):
+            grown.zero_()
+        elif ".posterior_head." in name:
+            grown.mul_(_POSTERIOR_START)
+        elif name.startswith("scale_network.") and name.endswith("head.bias"):
+            grown.fill_(unused_logit)
+        grown[tuple(slice(0, n) for n in old.shape)] = old
+    wider.load_state_dict(state)
+    wider.refresh_grids()
+    return wider.train(model.training)
