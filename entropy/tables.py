@@ -127,7 +127,10 @@ def build_tables(
     num_scales: int = NUM_SCALES,
 ) -> GaussianTables:
     """Compute the integer tables for log-spaced scales (done once, then stored)."""
-    scales = np.exp(np.linspace(math.log(scale_min), math.log(scale_max), num_scales))
+    # math.exp, not np.exp: numpy's vectorized exp differs in the last bit
+    # between CPUs (AVX-512 or not), and the scales go into a model's fingerprint.
+    exponents = np.linspace(math.log(scale_min), math.log(scale_max), num_scales)
+    scales = np.array([math.exp(e) for e in exponents])
     rows = [gaussian_pmf(s) for s in scales]
     pmfs = np.zeros((num_scales, max(len(p) for p, _ in rows)), np.int64)
     for i, (pmf, _) in enumerate(rows):
