@@ -55,7 +55,7 @@ from torch import nn
 from .config import BETA_CODES_PER_OCTAVE, LMBDA_CODES, HVAEConfig, get_config
 from .exact import ExactConv2d, round_ste
 from .layers import RateEmbedding, ResBlock, conv1x1, conv3x3, patch_down, patch_up
-from .scales import ScaleNetwork
+from .scales import ScaleNetwork, on_units, to_units
 from .tiling import Tiler, run_whole
 
 # (layer index, table indexes of that layer) -> symbols, or None for "not sent".
@@ -278,7 +278,8 @@ class HierarchicalVAE(nn.Module):
         choose_latent(layer, mean, logits, posterior) -> (z, symbols) picks each
         layer's latent z for the float network (noisy or rounded from the
         posterior mean, or read from a stream) and the symbols the scale network
-        sees (None once no more layers are sent). The posterior mean is computed
+        sees (None once no more layers are sent); it may build them in the
+        memory of its arguments. The posterior mean is computed
         only when the image's encoder ``features`` are given; each level's are
         dropped from the list once used. ``run`` runs each block, on whole maps
         or tile by tile (`models.tiling`). ``output`` "x_hat" returns the image as
@@ -288,7 +289,12 @@ class HierarchicalVAE(nn.Module):
         scales = self.scale_network
         batch = rate.shape[0]
         state = _filled(self.initial_state.to(cond.dtype), batch, grid)
-        scale_state = _filled(scales.initial_state(), batch, grid)
+        # Coding holds the scale state as int16 units (exact, half the memory);
+        # training needs it in floats for the gradients.
+        compact = not torch.is_grad_enabled()
+        held = on_units if compact else _unchanged
+        initial = scales.initial_state()
+        scale_state = _filled(to_units(initial) if compact else initial, batch, grid)
         layer = 0
         for level in range(self.finest_latent_level + 1):
             stride = self.config.stride(level)
@@ -300,10 +306,6 @@ class HierarchicalVAE(nn.Module):
                 state, mean = at_level(
                     prior, state, halo=block.prior_halo, inplace=True
                 )
-                scale_prior = functools.partial(scale_block.prior, cond=scale_cond)
-                scale_state, logits = at_level(
-                    scale_prior, scale_state, halo=scale_block.halo, inplace=True
-                )
                 posterior = None
                 if features is not None:
                     posterior = at_level(
@@ -312,20 +314,29 @@ class HierarchicalVAE(nn.Module):
                         features[level],
                         halo=block.posterior_halo,
                     )
+                    if block is self.latent_blocks[level][-1]:
+                        features[level] = None  # large: free it once done with
+                # After the posterior: its logits never coexist with the features.
+                scale_prior = held(
+                    functools.partial(scale_block.prior, cond=scale_cond)
+                )
+                scale_state, logits = at_level(
+                    scale_prior, scale_state, halo=scale_block.halo, inplace=True
+                )
                 z, symbols = choose_latent(layer, mean, logits, posterior)
+                del mean, logits, posterior  # z and symbols may reuse their memory
                 state = at_level(block.merge, state, z, halo=0, inplace=True)
                 if symbols is not None:
+                    merge = held(scale_block.merge)
                     scale_state = at_level(
-                        scale_block.merge, scale_state, symbols, halo=0, inplace=True
+                        merge, scale_state, symbols, halo=0, inplace=True
                     )
-                del mean, logits, posterior, z, symbols  # before the next layer's
+                del z, symbols  # before the next layer's
                 layer += 1
-            if features is not None:
-                features[level] = None  # large maps: free them as soon as done
             if layer == self.num_layers and output is None:
                 return None
             if level < self.finest_latent_level:
-                resample = functools.partial(scales.resample, level=level)
+                resample = held(functools.partial(scales.resample, level=level))
                 scale_state = at_level(resample, scale_state, halo=0, scale=2)
             else:
                 scale_state = None
@@ -370,7 +381,6 @@ class HierarchicalVAE(nn.Module):
         x_hat = self._top_down(rate, grid, choose_latent, features)
         return {"x_hat": x_hat, "likelihoods": likelihoods}
 
-    @torch.inference_mode()
     def compress(
         self,
         pixels,
@@ -387,8 +397,9 @@ class HierarchicalVAE(nn.Module):
                 memory.
             rate: integer rate codes (B, 1 + L).
             write_symbols: called with (layer, symbols int32, table indexes int32,
-                prior_scales), the maps (B, C_l, h_l, w_l), as soon as a layer is
-                known: the indexes are exact (what a decoder computes);
+                prior_scales), the maps (B, C_l, h_l, w_l), for every layer in
+                order, once the next one's posterior is known (bounds memory):
+                the indexes are exact (what a decoder computes);
                 ``prior_scales()`` returns the continuous scales behind them
                 (for estimates; computed only when asked for).
             reconstruct: also return the encoder-side reconstruction, which
@@ -399,23 +410,45 @@ class HierarchicalVAE(nn.Module):
         Returns:
             ``{"pixels": uint8 (B, 3, H, W) or None}``.
         """
-        run = _runner(tile)
-        grid = self._grid(*pixels.shape[-2:])
-        features = self.encode_features(pixels, rate, run)
-        del pixels  # this frame's reference: the caller's temporary can go
+        # Not decorated: the decorator's wrapper would hold the pixels to the end.
+        with torch.inference_mode():
+            run = _runner(tile)
+            grid = self._grid(*pixels.shape[-2:])
+            features = self.encode_features(pixels, rate, run)
+            del pixels  # this frame's reference: the caller's temporary can go
+            choose_latent, hand_over_last = self._symbol_handover(write_symbols)
+            output = "pixels" if reconstruct else None
+            pixels = self._top_down(rate, grid, choose_latent, features, output, run)
+            hand_over_last()
+        return {"pixels": pixels}
+
+    def _symbol_handover(self, write_symbols: SymbolWriter):
+        """`compress`'s choose_latent, and the call that hands over the last layer.
+
+        choose_latent rounds each layer's posterior to its symbols, and hands
+        the layer to ``write_symbols`` only once the next layer's posterior is
+        known: a level's encoder features are freed after its last posterior,
+        so the entropy coder's temporaries never come on top of them.
+        """
+        pending = []
+
+        def hand_over():
+            if pending:
+                write_symbols(*pending.pop())
 
         def choose_latent(layer, mean, logits, posterior):
+            hand_over()
             symbols = posterior.sub_(mean).round_()  # the posterior is ours alone
             prior_scales = functools.partial(self.scale_network.scales, logits)
             indexes = self.scale_network.indexes(logits)
             # In the coder's order (channels first), so it needs no copy.
             flat = symbols.to(torch.int32, memory_format=torch.contiguous_format)
-            write_symbols(layer, flat, indexes, prior_scales)
-            return symbols + mean, symbols
+            pending.append((layer, flat, indexes, prior_scales))
+            # z = symbols + mean in the mean's memory, and the int symbols for
+            # the scale network: the float symbols can go.
+            return mean.add_(symbols), flat
 
-        output = "pixels" if reconstruct else None
-        pixels = self._top_down(rate, grid, choose_latent, features, output, run)
-        return {"pixels": pixels}
+        return choose_latent, hand_over
 
     @torch.inference_mode()
     def decompress(
@@ -444,8 +477,7 @@ class HierarchicalVAE(nn.Module):
                 sending = symbols is not None
             if not sending:
                 return mean, None
-            symbols = symbols.to(mean.dtype)
-            return symbols + mean, symbols
+            return mean.add_(symbols), symbols  # z in the mean's memory
 
         pixels = self._top_down(
             rate, tuple(grid), choose_latent, output="pixels", run=_runner(tile)
@@ -467,6 +499,10 @@ def _filled(value: torch.Tensor, batch: int, grid) -> torch.Tensor:
     a tensor of its own (in-place updates may write it), channels-last."""
     shape = (batch, value.shape[1], *grid)
     return value.expand(shape).contiguous(memory_format=torch.channels_last)
+
+
+def _unchanged(step):
+    return step
 
 
 def to_pixels_uint8(x_hat: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import weakref
 
 import numpy as np
 import pytest
@@ -132,6 +133,42 @@ def test_compress_and_decompress_reproduce_the_rounded_forward_pass(tiny_model):
     decoded = tiny_model.decompress((3, 2), rate, read_symbols)
     assert torch.equal(coded["pixels"], reference)
     assert torch.equal(decoded["pixels"], reference)
+
+
+def test_compress_lets_go_of_the_pixels_and_features_before_the_coder_runs(
+    tiny_model,
+):
+    """What bounds the encoder's memory on large images: the caller's pixels
+    are dropped once encoded, and a layer reaches the coder only after its
+    level's encoder features are freed (for the last layer of each level)."""
+    pixels = []
+
+    def new_pixels():
+        image = (torch.rand(1, 3, 64, 96) * 255).to(torch.uint8)
+        pixels.append(weakref.ref(image))
+        return image
+
+    features = []
+    original = tiny_model.encode_features
+
+    def encode_features(*args, **kwargs):
+        maps = original(*args, **kwargs)
+        features.extend(weakref.ref(m) for m in maps if m is not None)
+        return maps
+
+    def write_symbols(layer, *_):
+        assert pixels[0]() is None
+        if layer == tiny_model.num_layers - 1:
+            assert all(f() is None for f in features)
+        seen.append(layer)
+
+    seen = []
+    tiny_model.encode_features = encode_features
+    try:
+        tiny_model.compress(new_pixels(), rate_codes(tiny_model, 1), write_symbols)
+    finally:
+        del tiny_model.encode_features
+    assert seen == list(range(tiny_model.num_layers))
 
 
 def test_tiled_runs_compute_what_whole_runs_compute(tiny_model):
