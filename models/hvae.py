@@ -108,7 +108,7 @@ class LatentBlock(nn.Module):
 
     def posterior_mean(self, state, feature, cond):
         """Posterior mean mu_q from the top-down state and the encoder feature."""
-        h = self.posterior_merge(torch.cat([state, feature], dim=1))
+        h = self.posterior_merge(torch.cat([state, feature.to(state.dtype)], dim=1))
         h = self.posterior_block(h, cond)
         return self.posterior_head(h).float()
 
@@ -244,7 +244,13 @@ class HierarchicalVAE(nn.Module):
     def encode_features(
         self, x: torch.Tensor, rate: torch.Tensor, run=run_whole
     ) -> list[torch.Tensor]:
-        """Bottom-up features, one per level, top first (None where no latents)."""
+        """Bottom-up features, one per level, top first (None where no latents).
+
+        Outside training they are held in bfloat16: they only steer the
+        posterior means (the encoder's choice of symbols, which any decoder
+        reads back alike), and the finest level's are the largest map an
+        encoder holds.
+        """
         self._check_rate(rate)
         cond = self.embedding(rate_positions(rate))
         finest = self.finest_latent_level
@@ -263,7 +269,7 @@ class HierarchicalVAE(nn.Module):
                 step = functools.partial(block, cond=cond)
                 h = run(step, h, stride=stride, halo=ResBlock.halo, inplace=True)
             if self.config.latent_layers[level]:
-                features[level] = h
+                features[level] = h if self.training else h.to(torch.bfloat16)
             if level > 0:
                 down = self.downsample[level - 1]
                 h = run(down, h, stride=stride, halo=0, scale=Fraction(1, 2))
