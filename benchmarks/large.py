@@ -1,6 +1,7 @@
 """Large photos: seams, memory and speed on a 12-megapixel image, side by side.
 
-    python -m benchmarks.large [--old REF]   # writes benchmarks/large.{json,md}
+    python -m benchmarks.large [--old REF] [--before REF] [--huge]
+    # writes benchmarks/large.{json,md}
 
 The image: four Kodak photos side by side (2 x 2), upscaled to 4000x2667, so
 that it is smooth at pixel level like a phone photo. In one run, on this
@@ -8,10 +9,14 @@ machine, each case in a fresh process (time of the coding call, peak resident
 memory of the process):
 
 - ours at quality 50 with the default tile size, and processed whole;
-- with ``--old REF``, the codec of an earlier commit (a git worktree of it,
-  with its own shipped weights), e.g. the last release that coded large
-  images in independent tiles;
-- Pillow's WebP and AVIF, and CompressAI's mbt2018-mean (random weights).
+- with ``--old REF``, the codec of a commit from before the package layout (a
+  git worktree of it, with its own shipped weights), e.g. the last release that
+  coded large images in independent tiles;
+- with ``--before REF``, the package as of an earlier commit, installed on its
+  own (its weights, its defaults), to compare speed and memory with;
+- Pillow's WebP and AVIF, and CompressAI's mbt2018-mean (random weights);
+- with ``--huge``, the same mosaic at 8660x5773 (50 megapixels): ours and
+  the ``--before`` version.
 
 It also measures the seams: `evaluation.metrics.edge_error_ratio` at every
 multiple of 64 pixels (the worst edge's gradient error over its neighbours'),
@@ -33,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 KODAK = REPO.parent / "shared" / "datasets" / "kodak"
 SIZE = (4000, 2667)
+HUGE_SIZE = (8660, 5773)  # 50 megapixels, the same mosaic upscaled further
 MOSAIC = ("kodim01", "kodim05", "kodim13", "kodim23")
 
 # Runs in a fresh process: time one coding call and report the peak memory.
@@ -51,6 +57,14 @@ def peak_mb():
 if kind == "ours":
     from hvae_compress import codec
     coder = codec.Codec(None, "cpu", tile_size=int(option))
+    run = {
+        "encode": lambda: coder.encode(source, quality=50),
+        "decode": lambda: coder.decode(open(source, "rb").read()),
+    }[operation]
+elif kind == "installed":  # an earlier version of this package
+    sys.path.insert(0, option)
+    from hvae_compress import codec
+    coder = codec.Codec(None, "cpu")
     run = {
         "encode": lambda: coder.encode(source, quality=50),
         "decode": lambda: coder.decode(open(source, "rb").read()),
@@ -122,7 +136,45 @@ def worktree(ref: str, folder: Path) -> Path:
     return folder
 
 
-def measure(folder: Path, old: str | None, threads: int, tile: int) -> dict:
+def installed(ref: str, folder: Path) -> Path:
+    """The package as of commit ``ref``, installed (without dependencies) into
+    a folder of its own: the folder to put on sys.path."""
+    source = worktree(ref, folder / "source")
+    target = folder / "package"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
+        + ["--target", str(target), str(source)],
+        check=True,
+        capture_output=True,
+    )
+    remove_worktree(source)
+    return target
+
+
+def remove_worktree(folder: Path) -> None:
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "remove", "--force", str(folder)],
+        check=True,
+    )
+
+
+def run_pair(name, kind, option, source, folder, number, threads) -> tuple:
+    """Encode ``source`` and decode the result in fresh processes: the two
+    measurements and the coded and decoded files."""
+    suffix = {"pillow": f".{str(option).lower()}", "compressai": None}.get(
+        kind, ".hvae"
+    )
+    coded = folder / f"case{number}{suffix}" if suffix else "-"
+    decoded = folder / f"case{number}.png" if suffix else "-"
+    encode = run_case(kind, "encode", source, coded, option, threads)
+    print(f"  {name}: encode {encode['seconds']:.2f} s", flush=True)
+    decode_from = coded if suffix else source
+    decode = run_case(kind, "decode", decode_from, decoded, option, threads)
+    print(f"  {name}: decode {decode['seconds']:.2f} s", flush=True)
+    return {"encode": encode, "decode": decode}, coded, decoded
+
+
+def measure(folder: Path, old, before, threads: int, tile: int) -> dict:
     from hvae_compress.evaluation.metrics import edge_error_ratio, psnr
 
     source = folder / "mosaic.png"
@@ -131,24 +183,22 @@ def measure(folder: Path, old: str | None, threads: int, tile: int) -> dict:
     pixels = SIZE[0] * SIZE[1]
     results, quality = {}, {}
     cases = {
-        f"hvae tiles of {tile} px": ("ours", tile, ".hvae"),
-        "hvae whole": ("ours", 0, ".hvae"),
-        "pillow webp q75": ("pillow", "WEBP", ".webp"),
-        "pillow avif q75": ("pillow", "AVIF", ".avif"),
-        "compressai mbt2018-mean": ("compressai", REPO, None),
+        f"hvae tiles of {tile} px": ("ours", tile),
+        "hvae whole": ("ours", 0),
+        "pillow webp q75": ("pillow", "WEBP"),
+        "pillow avif q75": ("pillow", "AVIF"),
+        "compressai mbt2018-mean": ("compressai", REPO),
     }
+    if before:
+        cases[f"hvae {before[0]}"] = ("installed", before[1])
     if old:
-        cases[f"hvae {old} (tiles)"] = ("old", worktree(old, folder / "old"), ".hvae")
-    for number, (name, (kind, option, suffix)) in enumerate(cases.items()):
-        coded = folder / f"case{number}{suffix}" if suffix else "-"
-        decoded = folder / f"case{number}.png" if suffix else "-"
-        encode = run_case(kind, "encode", source, coded, option, threads)
-        print(f"  {name}: encode {encode['seconds']:.2f} s", flush=True)
-        decode_from = coded if suffix else source
-        decode = run_case(kind, "decode", decode_from, decoded, option, threads)
-        print(f"  {name}: decode {decode['seconds']:.2f} s", flush=True)
-        results[name] = {"encode": encode, "decode": decode}
-        if suffix:
+        cases[f"hvae {old} (tiles)"] = ("old", worktree(old, folder / "old"))
+    for number, (name, (kind, option)) in enumerate(cases.items()):
+        row, coded, decoded = run_pair(
+            name, kind, option, source, folder, number, threads
+        )
+        results[name] = row
+        if coded != "-":
             image = Image.open(decoded).convert("RGB")
             quality[name] = {
                 "bpp": 8 * Path(coded).stat().st_size / pixels,
@@ -156,16 +206,29 @@ def measure(folder: Path, old: str | None, threads: int, tile: int) -> dict:
                 "edge_error_ratio": edge_error_ratio(reference, image),
             }
     if old:
-        subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "remove", "--force", folder / "old"],
-            check=True,
-        )
+        remove_worktree(folder / "old")
     return {
         "size": SIZE,
         "threads": threads,
         "speed_memory": results,
         "quality": quality,
     }
+
+
+def measure_huge(folder: Path, before, threads: int) -> dict:
+    """The 50-megapixel case: ours (default tiles) and, if given, an earlier
+    version, each encoding and decoding in fresh processes."""
+    source = folder / "huge.png"
+    mosaic().resize(HUGE_SIZE, Image.Resampling.BICUBIC).save(source)
+    cases = {"hvae (default tiles)": ("ours", 512)}
+    if before:
+        cases[f"hvae {before[0]}"] = ("installed", before[1])
+    results = {}
+    for number, (name, (kind, option)) in enumerate(cases.items()):
+        results[name], *_ = run_pair(
+            name, kind, option, source, folder, f"huge{number}", threads
+        )
+    return {"size": HUGE_SIZE, "speed_memory": results}
 
 
 def markdown(results: dict) -> str:
@@ -198,18 +261,57 @@ def markdown(results: dict) -> str:
         "|Δdecoded − Δsource| over its mean on the 14 neighbouring boundaries "
         "(`evaluation.metrics.edge_error_ratio`); about 1 where no seam shows.",
     ]
+    huge = results.get("huge")
+    if huge:
+        width, height = huge["size"]
+        lines += [
+            "",
+            f"## {width}x{height} ({width * height / 1e6:.0f} megapixels), quality 50",
+            "",
+            "| codec | encode s | decode s | encode peak MB | decode peak MB |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for name, row in huge["speed_memory"].items():
+            lines.append(
+                f"| {name} | {row['encode']['seconds']:.2f} | "
+                f"{row['decode']['seconds']:.2f} | {row['encode']['peak_mb']:.0f} | "
+                f"{row['decode']['peak_mb']:.0f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--old", default=None, help="also run the codec of this commit")
+    parser.add_argument(
+        "--old",
+        default=None,
+        help="also run the codec of this commit (one from before the package "
+        "layout, such as 86b5011)",
+    )
+    parser.add_argument(
+        "--before",
+        default=None,
+        metavar="REF",
+        help="also run the package as of this commit (installed on its own), "
+        "at 12 and, with --huge, at 50 megapixels",
+    )
+    parser.add_argument(
+        "--huge",
+        action="store_true",
+        help="also measure a 50-megapixel image (about 3 minutes a codec)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--tile", type=int, default=512, help="our tile size (px)")
     parser.add_argument("--out", default=str(HERE / "large.json"), help="results JSON")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
-        results = measure(Path(folder), args.old, args.threads, args.tile)
+        folder = Path(folder)
+        before = None
+        if args.before:
+            before = (args.before, installed(args.before, folder / "before"))
+        results = measure(folder, args.old, before, args.threads, args.tile)
+        if args.huge:
+            results["huge"] = measure_huge(folder, before, args.threads)
     out = Path(args.out)
     out.write_text(json.dumps(results, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(results))
