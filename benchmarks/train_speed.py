@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,11 +38,18 @@ VARIANTS = {
     "current + torch.compile": dict(compile=True),
     "current, 1 data-loader worker": dict(workers=1),
     "current, crops of 128 px, batch 32": dict(crop=128, batch_size=32),
+    # The same global batch of 8 as two data-parallel processes of one thread.
+    "current, 2 processes x 1 thread (DDP), batch 4 each": dict(
+        batch_size=4, processes=2
+    ),
 }
 
 
 def steps_per_second(variant: dict, warmup: int, steps: int) -> dict:
     options = dict(variant)
+    processes = options.pop("processes", 1)
+    if processes > 1:
+        return _data_parallel(options, processes, warmup, steps)
     compile_model = options.pop("compile", False)
     with tempfile.TemporaryDirectory() as out:
         opts = TrainOptions(
@@ -54,15 +64,36 @@ def steps_per_second(variant: dict, warmup: int, steps: int) -> dict:
         for step in range(warmup, warmup + steps):
             trainer.step(step)
         seconds = (time.perf_counter() - start) / steps
+    return _rates(
+        trainer.precision, opts.batch_size * trainer.env.world_size, opts.crop, seconds
+    )
+
+
+def _rates(precision: str, batch: int, crop: int, seconds: float) -> dict:
+    """One variant's row; ``batch`` counts the crops of all processes."""
     return {
-        "precision": trainer.precision,
-        "batch_size": opts.batch_size,
-        "crop": opts.crop,
+        "precision": precision,
+        "batch_size": batch,
+        "crop": crop,
         "seconds_per_step": seconds,
         "steps_per_s": 1 / seconds,
-        "crops_per_s": opts.batch_size / seconds,
-        "megapixels_per_s": opts.batch_size * opts.crop**2 / seconds / 1e6,
+        "crops_per_s": batch / seconds,
+        "megapixels_per_s": batch * crop**2 / seconds / 1e6,
     }
+
+
+def _data_parallel(options: dict, processes: int, warmup: int, steps: int) -> dict:
+    """Time `Trainer.step` in ``processes`` torchrun workers of one thread each
+    (gloo all-reduces the gradients); rank 0 prints its row."""
+    command = [sys.executable, "-m", "torch.distributed.run"]
+    command += ["--nproc_per_node", str(processes), "--master_port", "29541"]
+    command += ["-m", "benchmarks.train_speed", "--worker", json.dumps(options)]
+    command += ["--steps", str(steps), "--warmup", str(warmup)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        command, cwd=HERE.parent, env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def markdown(results: dict) -> str:
@@ -92,7 +123,14 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--out", default=str(HERE / "train_speed.json"))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # one DDP process
     args = parser.parse_args(argv)
+    if args.worker:
+        row = steps_per_second(json.loads(args.worker), args.warmup, args.steps)
+        if os.environ.get("RANK", "0") == "0":
+            print(json.dumps(row), flush=True)
+        torch.distributed.destroy_process_group()
+        return
     results = {"machine": machine(), "variants": {}}
     for name, variant in VARIANTS.items():
         slow = variant.get("precision") == "bf16"  # minutes per step where emulated
