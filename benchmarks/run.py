@@ -368,6 +368,10 @@ def machine() -> dict:
         "cpu": cpu,
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # The widest kernels ATen dispatches to, and whether oneDNN computes bf16
+        # natively: CPUs that share a model name differ in both.
+        "kernels": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),

@@ -96,13 +96,22 @@ def _data_parallel(options: dict, processes: int, warmup: int, steps: int) -> di
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def _kernels(m: dict) -> str:
+    """The machine's kernels as recorded (older results did not record them)."""
+    if "kernels" not in m:
+        return "kernels not recorded"
+    bf16 = "native bf16" if m["native_bf16"] else "bf16 emulated"
+    return f"{m['kernels']} kernels, {bf16}"
+
+
 def markdown(results: dict) -> str:
     m = results["machine"]
     lines = [
         "# Training speed",
         "",
         f"Written by `python -m benchmarks.train_speed` on {m['date']}: {m['cpu']}, "
-        f"{m['cpus']} CPUs, {m['torch_threads']} torch threads, torch {m['torch']}; "
+        f"{m['cpus']} CPUs, {m['torch_threads']} torch threads, torch {m['torch']}, "
+        f"{_kernels(m)}; "
         "the `base` preset, batch 8 of 256 px unless noted.",
         "",
         "| variant | precision | s/step | steps/s | crops/s | Mpx/s | vs previous |",
