@@ -55,6 +55,16 @@ def add_eval_parser(sub, common: argparse.ArgumentParser) -> None:
         "(default: none)",
     )
     add(
+        "--baselines-from",
+        metavar="JSON",
+        default=None,
+        help="take the --baselines curves from the <stem>-<codec>.json files that an "
+        "earlier eval of the same images wrote beside its --out JSON, instead of "
+        "measuring them again (they do not depend on the model; refused if that run "
+        "recorded other images or library versions; their per-image rows are not "
+        "in --csv)",
+    )
+    add(
         "--anchors",
         metavar="DIR",
         default=None,
@@ -114,7 +124,8 @@ def run_eval(args) -> int:
     settings = _settings(args)
     options = {"max_pixels": args.max_pixels} if args.max_pixels else {}
     model = codec.Codec(args.model, args.device, **options)
-    jobs = evaluation.job_count(paths, settings, baselines)
+    measured = [] if args.baselines_from else baselines
+    jobs = evaluation.job_count(paths, settings, measured)
     with tqdm(total=jobs, unit="image", disable=args.quiet, desc="eval") as bar:
         result = evaluation.evaluate(
             model,
@@ -126,6 +137,7 @@ def run_eval(args) -> int:
             not args.no_ms_ssim,
             args.workers,
             bar.update,
+            args.baselines_from,
         )
     evaluation.write_outputs(result, args.out, args.csv, args.plot)
     if not args.quiet:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+import PIL
+from PIL import Image, features
 
 from ..codec.container import read_header
 from ..files import read_rgb
@@ -153,13 +154,19 @@ def evaluate_model(
 
 @dataclass(frozen=True)
 class ClassicalCodec:
-    """A Pillow format and its quality sweep; ``options``: level -> save() kwargs."""
+    """A Pillow format and its quality sweep; ``options``: level -> save() kwargs;
+    ``library``: Pillow's name of the library that codes it (`PIL.features`)."""
 
     name: str
     format: str
     levels: tuple
     options: Callable[[object], dict]
     description: str
+    library: str
+
+    def versions(self) -> dict[str, str]:
+        """Pillow's version and its library's: the curve depends on both."""
+        return {"pillow": PIL.__version__, self.library: features.version(self.library)}
 
 
 CLASSICAL_CODECS = {
@@ -169,6 +176,7 @@ CLASSICAL_CODECS = {
         (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
         lambda q: {"quality": q, "subsampling": 2},
         "JPEG 4:2:0 (Pillow, libjpeg)",
+        "jpg",
     ),
     "jpeg444": ClassicalCodec(
         "jpeg444",
@@ -176,6 +184,7 @@ CLASSICAL_CODECS = {
         (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95),
         lambda q: {"quality": q, "subsampling": 0},
         "JPEG 4:4:4 (Pillow, libjpeg)",
+        "jpg",
     ),
     "webp": ClassicalCodec(
         "webp",
@@ -183,6 +192,7 @@ CLASSICAL_CODECS = {
         (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100),
         lambda q: {"quality": q, "method": 6},
         "WebP lossy, method 6 (Pillow, libwebp)",
+        "webp",
     ),
     "avif": ClassicalCodec(
         "avif",
@@ -190,6 +200,7 @@ CLASSICAL_CODECS = {
         (5, 15, 25, 35, 45, 55, 65, 75, 85, 95),
         lambda q: {"quality": q, "subsampling": "4:4:4", "speed": 4},
         "AVIF 4:4:4, speed 4 (Pillow, libavif)",
+        "avif",
     ),
     "avif420": ClassicalCodec(
         "avif420",
@@ -197,6 +208,7 @@ CLASSICAL_CODECS = {
         (5, 15, 25, 35, 45, 55, 65, 75, 85, 95),
         lambda q: {"quality": q, "subsampling": "4:2:0", "speed": 4},
         "AVIF 4:2:0, speed 4 (Pillow, libavif)",
+        "avif",
     ),
     "jpeg2000": ClassicalCodec(
         "jpeg2000",
@@ -208,6 +220,7 @@ CLASSICAL_CODECS = {
             "irreversible": True,
         },
         "JPEG 2000, 9/7 wavelet, rate = 24/ratio bpp (Pillow, OpenJPEG)",
+        "jpg_2000",
     ),
 }
 

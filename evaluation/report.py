@@ -133,6 +133,8 @@ def format_report(result: Evaluation) -> str:
     for name, summary in summaries.items():
         results = summary["results"]
         add(f"\n{name}: {summary['description']}")
+        if name in result.reused:
+            add(f"  (measured by an earlier run: {result.reused[name]})")
         add(
             f"  {'setting':<24} {'bpp':>7} {'PSNR':>7} {'MS-SSIM':>8} {'enc s':>7} "
             f"{'dec s':>7}"

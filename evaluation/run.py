@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ class Evaluation:
         summaries: per codec, the curve in CompressAI's results format.
         anchors: published curves, {name: {"bpp", "psnr"}}.
         bd_rates: BD-rate of our model against each baseline and anchor (%).
+        reused: the baselines whose curves an earlier run measured, and the
+            files they came from.
     """
 
     model: str
@@ -28,6 +31,7 @@ class Evaluation:
     summaries: dict[str, dict]
     anchors: dict[str, dict] = field(default_factory=dict)
     bd_rates: dict[str, float] = field(default_factory=dict)
+    reused: dict[str, Path] = field(default_factory=dict)
 
 
 def check_baselines(names) -> None:
@@ -56,9 +60,22 @@ def evaluate(
     with_ms_ssim: bool = True,
     workers: int = 1,
     progress: Callable[[], None] | None = None,
+    baselines_from: str | Path | None = None,
 ) -> Evaluation:
-    """Measure our model (a `Codec`) and the Pillow baselines; compare to anchors."""
+    """Measure our model (a `Codec`) and the Pillow baselines; compare to anchors.
+
+    With ``baselines_from`` (the ``--out`` JSON of an earlier evaluation of the
+    same images) the baselines' curves are read from the files it wrote beside
+    it instead of measured again (`reused_baseline`).
+    """
     check_baselines(baselines)
+    # Reused curves are read first: a missing or mismatched one fails at once.
+    reused = {}
+    if baselines_from:
+        reused = {name: baseline_file(baselines_from, name) for name in baselines}
+    earlier = {
+        name: reused_baseline(path, name, paths) for name, path in reused.items()
+    }
     records = evaluate_model(
         codec, paths, settings, progressive, with_ms_ssim, progress
     )
@@ -66,10 +83,56 @@ def evaluate(
     description = f"hvae-compress model {identity}, measured on real files"
     summaries = {codec.name: summarize(records, codec.name, description)}
     for name in baselines:
+        if name in earlier:
+            summaries[name] = earlier[name]
+            continue
         found = evaluate_classical(name, paths, workers, with_ms_ssim, progress)
         records += found
-        summaries[name] = summarize(found, name, CLASSICAL_CODECS[name].description)
+        summaries[name] = measured_baseline(found, name, paths)
     published = load_anchors(anchors) if anchors else {}
     others = {n: as_curve(s) for n, s in summaries.items() if n != codec.name}
     bd_rates = bd_rate_table(summaries[codec.name], {**others, **published})
-    return Evaluation(codec.name, records, summaries, published, bd_rates)
+    return Evaluation(codec.name, records, summaries, published, bd_rates, reused)
+
+
+def measured_baseline(records: list[dict], name: str, paths: list[Path]) -> dict:
+    """A classical codec's curve, with what it depends on besides its settings:
+    the images and the library versions (checked when it is reused)."""
+    codec = CLASSICAL_CODECS[name]
+    summary = summarize(records, name, codec.description)
+    summary["images"] = sorted(path.name for path in paths)
+    summary["versions"] = codec.versions()
+    return summary
+
+
+def baseline_file(earlier_out: str | Path, name: str) -> Path:
+    """Where an evaluation with ``--out earlier_out`` wrote baseline ``name``."""
+    earlier_out = Path(earlier_out)
+    return earlier_out.with_name(f"{earlier_out.stem}-{name}.json")
+
+
+def reused_baseline(path: Path, name: str, paths: list[Path]) -> dict:
+    """A classical codec's curve that an earlier run measured.
+
+    It does not depend on our model, so evaluating new weights need not measure
+    it again (on Kodak, the baselines take most of an evaluation's time). It is
+    refused when that run recorded other images or library versions than this
+    one would use; curves written before those were recorded are taken as
+    they are.
+    """
+    if not path.is_file():
+        raise ValueError(f"{path}: no {name} curve to reuse")
+    summary = json.loads(path.read_text())
+    images = sorted(p.name for p in paths)
+    if summary.get("images", images) != images:
+        raise ValueError(
+            f"{path}: {name} was measured on other images than these "
+            f"{len(images)}; measure it again"
+        )
+    versions = CLASSICAL_CODECS[name].versions()
+    if summary.get("versions", versions) != versions:
+        raise ValueError(
+            f"{path}: {name} was measured with {summary['versions']}, this machine "
+            f"has {versions}; measure it again"
+        )
+    return summary

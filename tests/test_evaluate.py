@@ -7,6 +7,7 @@ import json
 import math
 
 import numpy as np
+import PIL
 import pytest
 from PIL import Image
 
@@ -30,33 +31,34 @@ def eval_run(tmp_path_factory, tiny_checkpoint):
         Image.fromarray(natural_image(160, 192, seed=10 + i)).save(
             images / f"img{i}.png"
         )
-    out = folder / "results.json"
-    code = main(
-        [
-            "eval",
-            str(images),
-            "--model",
-            str(tiny_checkpoint),
-            "--qualities",
-            "10,40,70,95",
-            "--baselines",
-            "jpeg",
-            *(["--anchors", str(ANCHORS)] if ANCHORS.is_dir() else []),
-            "--out",
-            str(out),
-            "--csv",
-            str(folder / "images.csv"),
-            "--plot",
-            str(folder / "rd.png"),
-            "--progressive",
-            "--layer-weights",
-            "1,1,1",
-            "2,1,0.5",
-            "--quiet",
-        ]
-    )
-    assert code == 0
+    assert main(eval_arguments(images, tiny_checkpoint, folder, "results")) == 0
     return folder
+
+
+def eval_arguments(images, checkpoint, folder, stem) -> list[str]:
+    """The eval command of `eval_run`, writing to folder/stem*."""
+    return [
+        "eval",
+        str(images),
+        "--model",
+        str(checkpoint),
+        "--qualities",
+        "10,40,70,95",
+        "--baselines",
+        "jpeg",
+        *(["--anchors", str(ANCHORS)] if ANCHORS.is_dir() else []),
+        "--out",
+        str(folder / f"{stem}.json"),
+        "--csv",
+        str(folder / "images.csv"),
+        "--plot",
+        str(folder / "rd.png"),
+        "--progressive",
+        "--layer-weights",
+        "1,1,1",
+        "2,1,0.5",
+        "--quiet",
+    ]
 
 
 def test_results_json_follows_compressai_format(eval_run):
@@ -122,6 +124,50 @@ def test_per_layer_and_progressive_records_are_complete(eval_run):
     assert sorted({int(r["layers_decoded"]) for r in progressive}) == [1, 2]
     for name in ("rd.png", "rd-layers.png", "rd-rate-space.png", "rd-progressive.png"):
         assert Image.open(eval_run / name).size[0] > 100
+
+
+def test_baseline_curves_are_reused_from_an_earlier_run(
+    eval_run, tiny_checkpoint, tmp_path
+):
+    measured = json.loads((eval_run / "results-jpeg.json").read_text())
+    assert measured["images"] == ["img0.png", "img1.png", "img2.png"]
+    assert measured["versions"]["pillow"] == PIL.__version__
+    arguments = eval_arguments(eval_run / "images", tiny_checkpoint, tmp_path, "again")
+    earlier = ["--baselines-from", str(eval_run / "results.json")]
+    assert main(arguments + earlier) == 0
+    assert json.loads((tmp_path / "again-jpeg.json").read_text()) == measured
+    rows = list(csv.DictReader((tmp_path / "images.csv").open()))
+    assert rows and all(row["codec"] != "jpeg" for row in rows)  # not measured again
+    for name in ("", "-bd-rate"):  # the same model, so the same curve and BD-rates
+        again = (tmp_path / f"again{name}.json").read_text()
+        first = (eval_run / f"results{name}.json").read_text()
+        assert _without_timings(again) == _without_timings(first)
+
+
+def _without_timings(text: str) -> str:
+    """A result file's content less its timings, as text (NaN equals NaN)."""
+    content = json.loads(text)
+    for key in ("encoding_time", "decoding_time"):
+        content.get("results", {}).pop(key, None)
+    return json.dumps(content, sort_keys=True)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"versions": {"pillow": "1.0", "jpg": "6.2"}}, {"images": ["other.png"]}, None],
+)
+def test_a_baseline_measured_otherwise_is_refused_before_any_work(
+    eval_run, tmp_path, change
+):
+    earlier = tmp_path / "earlier.json"
+    if change is not None:  # None: the earlier run measured no JPEG at all
+        curve = json.loads((eval_run / "results-jpeg.json").read_text())
+        (tmp_path / "earlier-jpeg.json").write_text(json.dumps({**curve, **change}))
+    paths = sorted((eval_run / "images").glob("*.png"))
+    settings = [evaluation.RateSetting(quality=50)]
+    with pytest.raises(ValueError, match="measure it again|no jpeg curve"):
+        # No codec: the refusal must come before our model is measured.
+        evaluation.evaluate(None, paths, settings, ["jpeg"], baselines_from=earlier)
 
 
 @needs_shared
