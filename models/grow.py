@@ -14,7 +14,7 @@ latent layers of chosen levels without changing what the model computes:
   symbols cost next to nothing.
 
 Training may then put the new channels to work where they pay for their bits.
-Measured on the shipped model (model card, "Limitations"): within its lambda
+Measured on the 25,800-step release (model card, "Limitations"): within its lambda
 range it does not; 32 new stride-8 channels still carried no bits after 700
 steps, and a start where they carried symbols from the first step (fresh
 posterior heads, scales of 1) collapsed to the same within 200 steps.
