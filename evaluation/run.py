@@ -100,9 +100,14 @@ def measured_baseline(records: list[dict], name: str, paths: list[Path]) -> dict
     the images and the library versions (checked when it is reused)."""
     codec = CLASSICAL_CODECS[name]
     summary = summarize(records, name, codec.description)
-    summary["images"] = sorted(path.name for path in paths)
+    summary["images"] = image_names(paths)
     summary["versions"] = codec.versions()
     return summary
+
+
+def image_names(paths: list[Path]) -> list[str]:
+    """What a baseline's curve records of its images, and compares on reuse."""
+    return sorted(path.name for path in paths)
 
 
 def baseline_file(earlier_out: str | Path, name: str) -> Path:
@@ -123,7 +128,7 @@ def reused_baseline(path: Path, name: str, paths: list[Path]) -> dict:
     if not path.is_file():
         raise ValueError(f"{path}: no {name} curve to reuse")
     summary = json.loads(path.read_text())
-    images = sorted(p.name for p in paths)
+    images = image_names(paths)
     if summary.get("images", images) != images:
         raise ValueError(
             f"{path}: {name} was measured on other images than these "
