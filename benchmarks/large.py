@@ -1,6 +1,6 @@
 """Large photos: seams, memory and speed on a 12-megapixel image, side by side.
 
-    python -m benchmarks.large [--old REF] [--before REF] [--huge]
+    python -m benchmarks.large [--old REF] [--before REF] [--huge] [--repeats N]
     # writes benchmarks/large.{json,md}
 
 The image: four Kodak photos side by side (2 x 2), upscaled to 4000x2667, so
@@ -8,7 +8,9 @@ that it is smooth at pixel level like a phone photo. In one run, on this
 machine, each case in a fresh process (time of the coding call, peak resident
 memory of the process):
 
-- ours at quality 50 with the default tile size, and processed whole;
+- ours at quality 50 with the default tile size and precision ("auto":
+  bfloat16 encoding where the CPU has it natively), in float32 and in
+  bfloat16 both ways, and processed whole;
 - with ``--old REF``, the codec of a commit from before the package layout (a
   git worktree of it, with its own shipped weights), e.g. the last release that
   coded large images in independent tiles;
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,7 +59,8 @@ def peak_mb():
 
 if kind == "ours":
     from hvae_compress import codec
-    coder = codec.Codec(None, "cpu", tile_size=int(option))
+    tile, precision = option.split(",")
+    coder = codec.Codec(None, "cpu", tile_size=int(tile), precision=precision)
     run = {
         "encode": lambda: coder.encode(source, quality=50),
         "decode": lambda: coder.decode(open(source, "rb").read()),
@@ -158,24 +162,40 @@ def remove_worktree(folder: Path) -> None:
     )
 
 
-def run_pair(name, kind, option, source, folder, number, threads) -> tuple:
-    """Encode ``source`` and decode the result in fresh processes: the two
-    measurements and the coded and decoded files."""
+def run_repeated(repeats: int, *case) -> dict:
+    """`run_case` ``repeats`` times: the median time and the highest peak (a
+    shared machine's times vary by a quarter from run to run)."""
+    runs = [run_case(*case) for _ in range(repeats)]
+    return {
+        "seconds": statistics.median(run["seconds"] for run in runs),
+        "peak_mb": max(run["peak_mb"] for run in runs),
+        "runs": len(runs),
+    }
+
+
+def run_pair(name, kind, option, source, folder, number, threads, repeats) -> tuple:
+    """Encode ``source`` and decode the result in fresh processes, each
+    ``repeats`` times: the two measurements and the coded and decoded files."""
     suffix = {"pillow": f".{str(option).lower()}", "compressai": None}.get(
         kind, ".hvae"
     )
     coded = folder / f"case{number}{suffix}" if suffix else "-"
     decoded = folder / f"case{number}.png" if suffix else "-"
-    encode = run_case(kind, "encode", source, coded, option, threads)
+    encode = run_repeated(repeats, kind, "encode", source, coded, option, threads)
     print(f"  {name}: encode {encode['seconds']:.2f} s", flush=True)
     decode_from = coded if suffix else source
-    decode = run_case(kind, "decode", decode_from, decoded, option, threads)
+    decode = run_repeated(
+        repeats, kind, "decode", decode_from, decoded, option, threads
+    )
     print(f"  {name}: decode {decode['seconds']:.2f} s", flush=True)
     return {"encode": encode, "decode": decode}, coded, decoded
 
 
-def measure(folder: Path, old, before, threads: int, tile: int) -> dict:
+def measure(folder: Path, old, before, threads: int, tile: int, repeats: int) -> dict:
+    from hvae_compress import codec
     from hvae_compress.evaluation.metrics import edge_error_ratio, psnr
+
+    from .run import machine
 
     source = folder / "mosaic.png"
     mosaic().save(source)
@@ -183,8 +203,10 @@ def measure(folder: Path, old, before, threads: int, tile: int) -> dict:
     pixels = SIZE[0] * SIZE[1]
     results, quality = {}, {}
     cases = {
-        f"hvae tiles of {tile} px": ("ours", tile),
-        "hvae whole": ("ours", 0),
+        f"hvae tiles of {tile} px": ("ours", f"{tile},auto"),
+        f"hvae tiles of {tile} px, fp32": ("ours", f"{tile},fp32"),
+        f"hvae tiles of {tile} px, bf16": ("ours", f"{tile},bf16"),
+        "hvae whole": ("ours", "0,auto"),
         "pillow webp q75": ("pillow", "WEBP"),
         "pillow avif q75": ("pillow", "AVIF"),
         "compressai mbt2018-mean": ("compressai", REPO),
@@ -195,7 +217,7 @@ def measure(folder: Path, old, before, threads: int, tile: int) -> dict:
         cases[f"hvae {old} (tiles)"] = ("old", worktree(old, folder / "old"))
     for number, (name, (kind, option)) in enumerate(cases.items()):
         row, coded, decoded = run_pair(
-            name, kind, option, source, folder, number, threads
+            name, kind, option, source, folder, number, threads, repeats
         )
         results[name] = row
         if coded != "-":
@@ -210,6 +232,9 @@ def measure(folder: Path, old, before, threads: int, tile: int) -> dict:
     return {
         "size": SIZE,
         "threads": threads,
+        "repeats": repeats,
+        "machine": machine(),
+        "auto_precision": codec.Codec(None, "cpu").arithmetic,
         "speed_memory": results,
         "quality": quality,
     }
@@ -220,13 +245,13 @@ def measure_huge(folder: Path, before, threads: int) -> dict:
     version, each encoding and decoding in fresh processes."""
     source = folder / "huge.png"
     mosaic().resize(HUGE_SIZE, Image.Resampling.BICUBIC).save(source)
-    cases = {"hvae (default tiles)": ("ours", 512)}
+    cases = {"hvae (default tiles)": ("ours", "512,auto")}
     if before:
         cases[f"hvae {before[0]}"] = ("installed", before[1])
     results = {}
     for number, (name, (kind, option)) in enumerate(cases.items()):
         results[name], *_ = run_pair(
-            name, kind, option, source, folder, f"huge{number}", threads
+            name, kind, option, source, folder, f"huge{number}", threads, 1
         )
     return {"size": HUGE_SIZE, "speed_memory": results}
 
@@ -236,8 +261,11 @@ def markdown(results: dict) -> str:
         "# Large photos (4000x2667 mosaic of four Kodak images, quality 50 / 75)",
         "",
         "Written by `python -m benchmarks.large`; each case a fresh process, "
-        f"{results['threads']} torch threads. Time of the coding call; peak = the "
-        "process's peak resident memory (imports, model and image included).",
+        f"{results['threads']} torch threads. Time of the coding call (median of "
+        f"{results['repeats']} runs); peak = the highest of their peak resident "
+        "memories (imports, model and image included). "
+        f"Machine: {results['machine']['cpu']} ({results['machine']['kernels']}); "
+        f"our default precision there: {results['auto_precision']}.",
         "",
         "| codec | encode s | decode s | encode peak MB | decode peak MB | bpp | "
         "PSNR dB | worst edge ratio |",
@@ -301,6 +329,13 @@ def main(argv=None) -> None:
         help="also measure a 50-megapixel image (about 3 minutes a codec)",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of each 12-megapixel case; the median time is kept (the "
+        "50-megapixel cases run once)",
+    )
     parser.add_argument("--tile", type=int, default=512, help="our tile size (px)")
     parser.add_argument("--out", default=str(HERE / "large.json"), help="results JSON")
     args = parser.parse_args(argv)
@@ -309,7 +344,9 @@ def main(argv=None) -> None:
         before = None
         if args.before:
             before = (args.before, installed(args.before, folder / "before"))
-        results = measure(folder, args.old, before, args.threads, args.tile)
+        results = measure(
+            folder, args.old, before, args.threads, args.tile, args.repeats
+        )
         if args.huge:
             results["huge"] = measure_huge(folder, before, args.threads)
     out = Path(args.out)

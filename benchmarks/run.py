@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hvae_compress import codec
+from hvae_compress import codec, models
 from hvae_compress.entropy import AnsBackend
 
 HERE = Path(__file__).resolve().parent
@@ -371,7 +371,7 @@ def machine() -> dict:
         # The widest kernels ATen dispatches to, and whether oneDNN computes bf16
         # natively: CPUs that share a model name differ in both.
         "kernels": torch.backends.cpu.get_cpu_capability(),
-        "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "native_bf16": models.native_bf16(torch.device("cpu")),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),

@@ -123,7 +123,7 @@ def run_eval(args) -> int:
     paths = list_images(args.inputs)
     settings = _settings(args)
     options = {"max_pixels": args.max_pixels} if args.max_pixels else {}
-    model = codec.Codec(args.model, args.device, **options)
+    model = codec.Codec(args.model, args.device, precision=args.precision, **options)
     measured = [] if args.baselines_from else baselines
     jobs = evaluation.job_count(paths, settings, measured)
     with tqdm(total=jobs, unit="image", disable=args.quiet, desc="eval") as bar:

@@ -348,7 +348,9 @@ def _make_codec(args, model=None):
         options["max_pixels"] = args.max_pixels
     if getattr(args, "tile_size", None) is not None:
         options["tile_size"] = args.tile_size
-    return codec.Codec(model or args.model, args.device, **options)
+    return codec.Codec(
+        model or args.model, args.device, precision=args.precision, **options
+    )
 
 
 def _codec_for_file(args, data: bytes, cache: dict):

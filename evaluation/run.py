@@ -80,7 +80,9 @@ def evaluate(
         codec, paths, settings, progressive, with_ms_ssim, progress
     )
     identity = f"'{codec.name}' ({codec.fingerprint.hex()})"
-    description = f"hvae-compress model {identity}, measured on real files"
+    description = (
+        f"hvae-compress model {identity}, {codec.arithmetic}, measured on real files"
+    )
     summaries = {codec.name: summarize(records, codec.name, description)}
     for name in baselines:
         if name in earlier:

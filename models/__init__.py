@@ -25,6 +25,7 @@ _LAZY = {
     "pad_to_stride": "hvae",
     "RateDistortionLoss": "loss",
     "exact_mode": "exact",
+    "native_bf16": "exact",
     "checkpoint_dict": "checkpoint",
     "load_checkpoint": "checkpoint",
     "model_from_checkpoint": "checkpoint",

@@ -170,9 +170,21 @@ class ExactConv2d(nn.Module):
         return y
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively. Elsewhere (CPUs without
+    AVX-512-BF16 or AMX) oneDNN emulates it, far slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 @contextlib.contextmanager
-def exact_mode(device: torch.device):
-    """Run float32 convolutions at full precision (no TF32, no bf16 inside)."""
+def exact_mode(device: torch.device, float_bf16: bool = False):
+    """Run float32 convolutions at full precision (no TF32, no bf16 inside).
+
+    With ``float_bf16`` the float network computes in bfloat16 (autocast); the
+    exact scale network never does: its steps switch autocast off themselves.
+    """
     settings = [(torch.backends.mkldnn.conv, "fp32_precision", "none")]
     if device.type == "cuda":
         settings += [
@@ -183,7 +195,7 @@ def exact_mode(device: torch.device):
     try:
         for owner, name, value in settings:
             setattr(owner, name, value)
-        with torch.autocast(device.type, enabled=False):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=float_bf16):
             yield
     finally:
         for owner, name, value in saved:

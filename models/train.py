@@ -30,6 +30,7 @@ from .checkpoint import (
 )
 from .config import HVAEConfig, get_config
 from .data import RandomCrops, split_holdout, to_tensor
+from .exact import native_bf16
 from .grow import widen_latents
 from .hvae import HierarchicalVAE, build_model, pad_to_stride
 from .loss import RateDistortionLoss, psnr
@@ -95,9 +96,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """
     if precision != "auto":
         return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 def learning_rate(step: int, opts: TrainOptions, warmup_from: int = 0) -> float:

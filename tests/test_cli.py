@@ -163,9 +163,23 @@ def test_tile_size_zero_processes_images_whole(images, tiny_checkpoint, tmp_path
     for tile in ("0", "16"):
         target = tmp_path / f"tile{tile}.hvae"
         args = ["encode", str(images[0]), "-o", str(target), "--tile-size", tile]
-        assert main([*args, *model]) == 0
+        assert main([*args, *model, "--precision", "fp32"]) == 0
         outputs.append(target.read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_precision_chooses_the_codecs_arithmetic(images, tiny_checkpoint, tmp_path):
+    from hvae_compress import codec
+
+    for precision in ("fp32", "bf16"):
+        target = tmp_path / f"{precision}.hvae"
+        args = ["encode", str(images[0]), "-o", str(target), "--quiet"]
+        assert (
+            main([*args, "--model", str(tiny_checkpoint), "--precision", precision])
+            == 0
+        )
+        coder = codec.Codec(tiny_checkpoint, "cpu", precision=precision)
+        assert target.read_bytes() == coder.encode(images[0])
 
 
 def test_lossy_outputs_take_the_output_quality(images, tiny_checkpoint, tmp_path):

@@ -15,9 +15,9 @@ from PIL import Image, ImageCms
 
 from hvae_compress import codec, models
 from hvae_compress.codec.container import read_header
-from hvae_compress.evaluation.metrics import edge_error_ratio
+from hvae_compress.evaluation.metrics import edge_error_ratio, psnr
 
-from .conftest import REPO, make_tiny_model, natural_image
+from .conftest import KODAK, REPO, make_tiny_model, natural_image
 
 GOLDEN = REPO / "tests" / "golden" / "tiny_seed0.hvae"
 FORMAT_1_FILE = REPO / "tests" / "golden" / "format1_tiny.hvae"
@@ -182,10 +182,14 @@ def test_progressive_decoding_of_a_truncated_file(tiny_codec, image_file):
 
 
 def test_tiled_processing_gives_the_file_and_image_of_whole_processing(tiny_model):
-    """Tiles bound memory only: same streams, same pixels, nothing to see at seams."""
+    """Tiles bound memory only: same streams, same pixels, nothing to see at seams.
+
+    In float32: bfloat16 encoding (`test_bfloat16_encoding_...`) rounds
+    differently with the shape of what it computes."""
     image = natural_image(256, 384)
-    whole = codec.Codec(tiny_model, "cpu", tile_size=0)
-    tiled = codec.Codec(tiny_model, "cpu", tile_size=32)  # strips of 8 rows at /4
+    whole = codec.Codec(tiny_model, "cpu", tile_size=0, precision="fp32")
+    # strips of 8 rows at stride 4
+    tiled = codec.Codec(tiny_model, "cpu", tile_size=32, precision="fp32")
     report = tiled.encode_report(image, reconstruct=True)
     assert report.data == whole.encode(image)
     decoded = pixels(tiled.decode(report.data))
@@ -193,6 +197,50 @@ def test_tiled_processing_gives_the_file_and_image_of_whole_processing(tiny_mode
     assert np.abs(decoded.astype(int) - pixels(whole.decode(report.data))).max() <= 1
     # The measure of benchmarks/large.py: no tile edge worse than its neighbours.
     assert edge_error_ratio(image, decoded, period=32) <= 1.5
+
+
+def test_bfloat16_encoding_writes_files_that_decode_in_every_precision(tiny_model):
+    """The encoder's arithmetic only chooses symbols: a decoder reads them back
+    whatever it computes in, and a bf16 codec's own reconstruction is exact."""
+    image = natural_image(96, 128)
+    bf16 = codec.Codec(tiny_model, "cpu", precision="bf16")
+    fp32 = codec.Codec(tiny_model, "cpu", precision="fp32")
+    assert bf16.arithmetic == "encoded in bfloat16, decoded in bfloat16"
+    report = bf16.encode_report(image, reconstruct=True)
+    assert np.array_equal(
+        pixels(bf16.decode(report.data)), pixels(report.reconstruction)
+    )
+    # Symbols read back alike: a stream read out of step would end in garbage
+    # or an error, not in an image a few levels from the bf16 decoder's.
+    in_fp32 = pixels(fp32.decode(report.data)).astype(int)
+    assert np.abs(in_fp32 - pixels(report.reconstruction)).mean() < 0.5
+    assert np.array_equal(pixels(fp32.decode(bf16.encode(image))), in_fp32)
+
+
+@pytest.mark.parametrize("quality", [25, 75])
+def test_bfloat16_encoding_gives_the_shipped_model_the_same_size_and_psnr(quality):
+    """Same file size and quality as float32 encoding, on a natural image: where
+    the CPU has native bf16 it is the default encoder."""
+    image = KODAK / "kodim05.png" if KODAK.is_dir() else natural_image(256, 384)
+    fp32, bf16 = (
+        codec.Codec(models.DEFAULT_MODEL, "cpu", precision=p) for p in ("fp32", "bf16")
+    )
+    source = np.asarray(Image.open(image)) if KODAK.is_dir() else image
+    sizes, psnrs = [], []
+    for coder in (fp32, bf16):
+        data = coder.encode(image, quality=quality)
+        sizes.append(len(data))
+        psnrs.append(psnr(source, pixels(fp32.decode(data))))
+    assert abs(sizes[1] / sizes[0] - 1) < 0.02
+    assert abs(psnrs[1] - psnrs[0]) < 0.1
+
+
+def test_auto_precision_encodes_in_bfloat16_only_where_it_is_native(tiny_model):
+    auto = codec.Codec(tiny_model, "cpu")
+    encoded = "bfloat16" if models.native_bf16(torch.device("cpu")) else "float32"
+    assert auto.arithmetic == f"encoded in {encoded}, decoded in float32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        codec.Codec(tiny_model, "cpu", precision="fp16")
 
 
 def test_a_file_from_another_model_is_rejected(tiny_codec, image_file):
@@ -251,9 +299,10 @@ def test_exported_model_stores_fp16_weights_and_integer_tables(
     )
 
 
-def test_golden_file_for_a_fixed_seed(tiny_codec):
+def test_golden_file_for_a_fixed_seed(tiny_model):
     """Seeded model and image -> pinned bytes (regenerate only on a format change)."""
-    data = tiny_codec.encode(natural_image(48, 64, seed=5), quality=50)
+    coder = codec.Codec(tiny_model, "cpu", precision="fp32")
+    data = coder.encode(natural_image(48, 64, seed=5), quality=50)
     assert data == GOLDEN.read_bytes()
 
 
