@@ -99,7 +99,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "fp32", "bf16"],
         default="auto",
         help="the float network's arithmetic: auto encodes in bfloat16 where the "
-        "CPU computes it natively (about 1.6x faster; files decode alike either "
+        "CPU computes it natively (1.4-1.6x faster; files decode alike either "
         "way) and decodes in float32; bf16 decodes in bfloat16 too (faster, pixels "
         "may differ by a few levels from a float32 decode); fp32 for both "
         "(default: auto)",

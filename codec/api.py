@@ -210,7 +210,7 @@ class Codec:
         precision: the float network's arithmetic (the exact scale network,
             which decides every coding table, is the same in all). "auto"
             (default) encodes in bfloat16 where the hardware computes it
-            natively (AVX-512-BF16, AMX: about 1.6x faster, the same size and
+            natively (AVX-512-BF16, AMX: 1.4-1.6x faster, the same size and
             PSNR) and decodes in float32. The encoder's arithmetic only steers
             which symbols it picks, so every file decodes alike everywhere.
             "fp32" encodes in float32 too; "bf16" also decodes in bfloat16
