@@ -66,9 +66,12 @@ def snap(x: torch.Tensor, frac: int | torch.Tensor) -> torch.Tensor:
     """Round x to the multiples of 2**-frac (frac: an int or a broadcastable tensor)."""
     if isinstance(frac, int):
         scale = math.ldexp(1.0, frac)
+    else:
+        scale = pow2(frac).to(x.dtype)
+    if x.requires_grad:
         return round_ste(x * scale) / scale
-    scale = pow2(frac).to(x.dtype)
-    return round_ste(x * scale) / scale
+    # Coding: one temporary, not three (the maps are large).
+    return (x * scale).round_().div_(scale)
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,10 @@ class Grid:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         unit = math.ldexp(1.0, -self.frac)
-        return snap(x, self.frac).clamp(self.low * unit, self.high * unit)
+        on_grid = snap(x, self.frac)
+        if on_grid.requires_grad:
+            return on_grid.clamp(self.low * unit, self.high * unit)
+        return on_grid.clamp_(self.low * unit, self.high * unit)
 
 
 class ExactConv2d(nn.Module):

@@ -18,6 +18,7 @@ from hvae_compress.files import list_images
 from hvae_compress.models.data import split_holdout
 from hvae_compress.models.grow import widen_latents
 from hvae_compress.models.hvae import to_pixels_uint8
+from hvae_compress.models.layers import ResBlock
 from hvae_compress.models.train import (
     Trainer,
     TrainOptions,
@@ -181,6 +182,22 @@ def test_tiled_runs_compute_what_whole_runs_compute(tiny_model):
         assert all(map(torch.equal, whole[key], tiled[key]))
     difference = (whole["pixels"].int() - tiled["pixels"].int()).abs()
     assert difference.max() <= 1
+
+
+def test_a_residual_block_codes_one_image_as_it_trains_on_a_batch():
+    """Coding folds the rate modulation into the first convolution's weights."""
+    torch.manual_seed(0)
+    block = ResBlock(8, 4)
+    for parameter in block.parameters():  # the blocks start as the identity
+        torch.nn.init.normal_(parameter, std=0.3)
+    x, cond = torch.randn(2, 8, 6, 5), torch.randn(2, 4)
+    original = x.clone()
+    batched = block(x, cond)  # the general path
+    with torch.no_grad():
+        singles = [block(x[i : i + 1], cond[i : i + 1]) for i in range(2)]
+    assert (batched - x).abs().mean() > 0.1  # the block does something
+    torch.testing.assert_close(torch.cat(singles), batched.detach())
+    assert torch.equal(x, original)  # in-place updates spare the input
 
 
 def test_compressed_indexes_are_the_table_of_the_continuous_scale(tiny_model):
