@@ -162,10 +162,8 @@ def remove_worktree(folder: Path) -> None:
     )
 
 
-def run_repeated(repeats: int, *case) -> dict:
-    """`run_case` ``repeats`` times: the median time and the highest peak (a
-    shared machine's times vary by a quarter from run to run)."""
-    runs = [run_case(*case) for _ in range(repeats)]
+def summary(runs: list[dict]) -> dict:
+    """The median time and the highest peak memory of one case's runs."""
     return {
         "seconds": statistics.median(run["seconds"] for run in runs),
         "peak_mb": max(run["peak_mb"] for run in runs),
@@ -173,22 +171,41 @@ def run_repeated(repeats: int, *case) -> dict:
     }
 
 
-def run_pair(name, kind, option, source, folder, number, threads, repeats) -> tuple:
-    """Encode ``source`` and decode the result in fresh processes, each
-    ``repeats`` times: the two measurements and the coded and decoded files."""
-    suffix = {"pillow": f".{str(option).lower()}", "compressai": None}.get(
-        kind, ".hvae"
-    )
-    coded = folder / f"case{number}{suffix}" if suffix else "-"
-    decoded = folder / f"case{number}.png" if suffix else "-"
-    encode = run_repeated(repeats, kind, "encode", source, coded, option, threads)
-    print(f"  {name}: encode {encode['seconds']:.2f} s", flush=True)
-    decode_from = coded if suffix else source
-    decode = run_repeated(
-        repeats, kind, "decode", decode_from, decoded, option, threads
-    )
-    print(f"  {name}: decode {decode['seconds']:.2f} s", flush=True)
-    return {"encode": encode, "decode": decode}, coded, decoded
+def run_rounds(cases: dict, source, folder, tag, threads, repeats) -> tuple:
+    """Encode ``source`` and decode the result with each case in fresh
+    processes, ``repeats`` rounds in which the cases take turns, so that a slow
+    stretch of a shared machine falls on all of them alike (one case's runs
+    back to back measured the first case up to 1.5x slower than the same code
+    later on). Per case: the median time and the highest peak of each
+    direction, and the coded and decoded files ("-" where none is written)."""
+    runs = {name: {"encode": [], "decode": []} for name in cases}
+    files = {}
+    for number, (name, (kind, option)) in enumerate(cases.items()):
+        suffix = {"pillow": f".{str(option).lower()}", "compressai": None}.get(
+            kind, ".hvae"
+        )
+        coded = folder / f"case{tag}{number}{suffix}" if suffix else "-"
+        decoded = folder / f"case{tag}{number}.png" if suffix else "-"
+        files[name] = (coded, decoded)
+    for _ in range(repeats):
+        for name, (kind, option) in cases.items():
+            coded, decoded = files[name]
+            decode_from = coded if coded != "-" else source
+            for operation, case_source, target in (
+                ("encode", source, coded),
+                ("decode", decode_from, decoded),
+            ):
+                run = run_case(kind, operation, case_source, target, option, threads)
+                runs[name][operation].append(run)
+    results = {}
+    for name, operations in runs.items():
+        results[name] = {op: summary(done) for op, done in operations.items()}
+        print(
+            f"  {name}: encode {results[name]['encode']['seconds']:.2f} s, "
+            f"decode {results[name]['decode']['seconds']:.2f} s",
+            flush=True,
+        )
+    return results, files
 
 
 def measure(folder: Path, old, before, threads: int, tile: int, repeats: int) -> dict:
@@ -201,7 +218,7 @@ def measure(folder: Path, old, before, threads: int, tile: int, repeats: int) ->
     mosaic().save(source)
     reference = Image.open(source).convert("RGB")
     pixels = SIZE[0] * SIZE[1]
-    results, quality = {}, {}
+    quality = {}
     cases = {
         f"hvae tiles of {tile} px": ("ours", f"{tile},auto"),
         f"hvae tiles of {tile} px, fp32": ("ours", f"{tile},fp32"),
@@ -215,11 +232,8 @@ def measure(folder: Path, old, before, threads: int, tile: int, repeats: int) ->
         cases[f"hvae {before[0]}"] = ("installed", before[1])
     if old:
         cases[f"hvae {old} (tiles)"] = ("old", worktree(old, folder / "old"))
-    for number, (name, (kind, option)) in enumerate(cases.items()):
-        row, coded, decoded = run_pair(
-            name, kind, option, source, folder, number, threads, repeats
-        )
-        results[name] = row
+    results, files = run_rounds(cases, source, folder, "", threads, repeats)
+    for name, (coded, decoded) in files.items():
         if coded != "-":
             image = Image.open(decoded).convert("RGB")
             quality[name] = {
@@ -248,11 +262,7 @@ def measure_huge(folder: Path, before, threads: int) -> dict:
     cases = {"hvae (default tiles)": ("ours", "512,auto")}
     if before:
         cases[f"hvae {before[0]}"] = ("installed", before[1])
-    results = {}
-    for number, (name, (kind, option)) in enumerate(cases.items()):
-        results[name], *_ = run_pair(
-            name, kind, option, source, folder, f"huge{number}", threads, 1
-        )
+    results, _ = run_rounds(cases, source, folder, "huge", threads, 1)
     return {"size": HUGE_SIZE, "speed_memory": results}
 
 
@@ -262,8 +272,9 @@ def markdown(results: dict) -> str:
         "",
         "Written by `python -m benchmarks.large`; each case a fresh process, "
         f"{results['threads']} torch threads. Time of the coding call (median of "
-        f"{results['repeats']} runs); peak = the highest of their peak resident "
-        "memories (imports, model and image included). "
+        f"{results['repeats']} runs, the cases taking turns); peak = the "
+        "highest of their peak resident memories (imports, model and image "
+        "included). "
         f"Machine: {results['machine']['cpu']} ({results['machine']['kernels']}); "
         f"our default precision there: {results['auto_precision']}.",
         "",
