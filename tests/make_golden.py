@@ -64,7 +64,7 @@ def keep_earlier_release(fingerprint: str) -> None:
 
 def main() -> None:
     CONTAINER_GOLDEN.write_bytes(sample_file()[1])
-    coder = codec.Codec(make_tiny_model(), "cpu")
+    coder = codec.Codec(make_tiny_model(), "cpu", precision="fp32")
     TINY_GOLDEN.write_bytes(coder.encode(natural_image(48, 64, seed=5), quality=50))
     shipped_model_files()
     print(f"wrote the golden files in {GOLDEN}")
