@@ -137,6 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="Q",
         help="quality of a lossy output format (JPEG, WebP, AVIF), 0-100 (default: 95)",
     )
+    decode.add_argument(
+        "--png-compress",
+        type=int,
+        choices=range(10),
+        default=None,
+        metavar="L",
+        help="zlib level of PNG outputs, 0 (none, fastest) to 9 (smallest), the "
+        "pixels the same at each (default: 4, which writes a 12-megapixel photo "
+        "2-3x faster than zlib's default 6, for 2-3 %% more bytes)",
+    )
     _tile_option(decode)
     add_model_options(decode)
     decode.set_defaults(run=run_decode)
@@ -233,10 +243,17 @@ def _encode_line(source, target, report, seconds: float) -> str:
 
 
 def run_decode(args) -> int:
-    from ..codec.image_io import DEFAULT_OUTPUT_QUALITY, image_bytes
+    from ..codec.image_io import (
+        DEFAULT_OUTPUT_QUALITY,
+        DEFAULT_PNG_COMPRESSION,
+        image_bytes,
+    )
 
     jobs = paths.plan(args.inputs, args.output, ".png")
-    quality = args.output_quality
+    # The defaults live with the writer, which the parser does not import.
+    quality, level = args.output_quality, args.png_compress
+    quality = DEFAULT_OUTPUT_QUALITY if quality is None else quality
+    level = DEFAULT_PNG_COMPRESSION if level is None else level
     codecs = {}
     failures = 0
     for source, target in _progress(jobs, args.quiet, "file"):
@@ -247,7 +264,7 @@ def run_decode(args) -> int:
             data = paths.read_bytes(source)
             image = _codec_for_file(args, data, codecs).decode(data, layers=args.layers)
             name = None if target == paths.STDIO else target
-            output = image_bytes(image, name, quality=quality or DEFAULT_OUTPUT_QUALITY)
+            output = image_bytes(image, name, quality=quality, png_compression=level)
             paths.write_output(target, output, args.force)
             _say(
                 args,

@@ -187,12 +187,27 @@ def test_lossy_outputs_take_the_output_quality(images, tiny_checkpoint, tmp_path
     main(["encode", str(images[0]), *model])
     source = str(images[0].with_suffix(".hvae"))
     sizes = {}
-    for quality in ("20", "95"):
+    for quality in ("0", "20", "95"):
         target = tmp_path / f"q{quality}.jpg"
         args = ["decode", source, "-o", str(target), "--output-quality", quality]
         assert main([*args, *model]) == 0
         sizes[quality] = target.stat().st_size
-    assert sizes["20"] < sizes["95"]
+    assert sizes["0"] < sizes["20"] < sizes["95"]
+
+
+def test_png_outputs_take_the_compression_level(images, tiny_checkpoint, tmp_path):
+    model = ["--model", str(tiny_checkpoint), "--quiet"]
+    main(["encode", str(images[0]), *model])
+    source = str(images[0].with_suffix(".hvae"))
+    outputs = {}
+    for level in ("0", "9"):
+        target = tmp_path / f"level{level}.png"
+        args = ["decode", source, "-o", str(target), "--png-compress", level]
+        assert main([*args, *model]) == 0
+        outputs[level] = target
+    assert outputs["9"].stat().st_size < outputs["0"].stat().st_size
+    pixels = [np.asarray(Image.open(path)) for path in outputs.values()]
+    assert np.array_equal(*pixels)
 
 
 def test_exif_is_kept_with_its_orientation_reset(tmp_path, tiny_checkpoint):
