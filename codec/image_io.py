@@ -311,8 +311,8 @@ EXIF_FORMATS = {"PNG", "JPEG", "WEBP", "AVIF", "TIFF"}
 LOSSY_FORMATS = {"JPEG", "WEBP", "AVIF"}
 DEFAULT_OUTPUT_QUALITY = 95
 # zlib level of PNG outputs. Writing a decoded 12-megapixel photo took 1.06 s at
-# level 4 against 2.77 s at zlib's default (6), most of the network's decode
-# time, for a file 2.6 % larger; level 1 took 0.58 s for 10 % more
+# level 4 against 2.89 s at zlib's default (6), most of the network's decode
+# time, for a file 2.7 % larger; level 1 took 0.60 s for 10 % more
 # (benchmarks/png_output.md).
 DEFAULT_PNG_COMPRESSION = 4
 
