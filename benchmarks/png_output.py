@@ -4,11 +4,11 @@
     # writes benchmarks/png_output.{json,md}
 
 `hvae-compress decode` writes PNG by default, and at 12 megapixels Pillow's
-PNG writer at zlib's default level took as long as the network's decode. The
-image: the large-photo benchmark's 4000x2667 mosaic, coded at quality 50 and
-decoded by the shipped model (decoded photos compress like that, not like the
-source). Each level is timed ``--repeats`` times in turn (median kept), in this
-process, on one thread as Pillow's writer runs.
+PNG writer at zlib's default level took almost as long as the network's
+decode. The image: the large-photo benchmark's 4000x2667 mosaic, coded at
+quality 50 and decoded by the shipped model (decoded photos compress like
+that, not like the source). The levels take turns, ``--repeats`` rounds
+(median kept), in this process; Pillow's writer runs on one thread.
 """
 
 from __future__ import annotations
