@@ -320,6 +320,8 @@ def markdown(results: dict) -> str:
 
 
 def main(argv=None) -> None:
+    from .run import write_results
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--old",
@@ -360,10 +362,7 @@ def main(argv=None) -> None:
         )
         if args.huge:
             results["huge"] = measure_huge(folder, before, args.threads)
-    out = Path(args.out)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(results, args.out, markdown)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import statistics
 import time
 from pathlib import Path
@@ -91,6 +90,8 @@ def markdown(results: dict) -> str:
 
 
 def main(argv=None) -> None:
+    from .run import write_results
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs per level")
     parser.add_argument(
@@ -98,10 +99,7 @@ def main(argv=None) -> None:
     )
     args = parser.parse_args(argv)
     results = measure(args.repeats)
-    out = Path(args.out)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(results, args.out, markdown)
 
 
 if __name__ == "__main__":

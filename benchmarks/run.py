@@ -354,6 +354,15 @@ def gpu(model: str | None) -> dict:
 # --- report -------------------------------------------------------------------------
 
 
+def write_results(results: dict, out: str | Path, markdown) -> None:
+    """Write ``results`` as JSON to ``out`` and, rendered by ``markdown``, to
+    the .md beside it (what gets committed), and print the Markdown."""
+    out = Path(out)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(results))
+    print(markdown(results))
+
+
 def machine() -> dict:
     cpu = platform.processor() or "unknown"
     try:
@@ -481,10 +490,7 @@ def main(argv=None) -> None:
     results["memory"] = memory(coder, args.model, images)
     results["startup"] = startup(args.model)
     results["gpu"] = gpu(args.model)
-    out = Path(args.out)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(results, args.out, markdown)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torch
 from hvae_compress.models import TrainOptions
 from hvae_compress.models.train import Trainer
 
-from .run import TRAIN, machine
+from .run import TRAIN, machine, write_results
 
 HERE = Path(__file__).resolve().parent
 
@@ -147,10 +147,7 @@ def main(argv=None) -> None:
         warmup = 1 if slow else args.warmup
         results["variants"][name] = steps_per_second(variant, warmup, steps)
         print(f"  {name}: {results['variants'][name]}", flush=True)
-    out = Path(args.out)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(results, args.out, markdown)
 
 
 if __name__ == "__main__":
