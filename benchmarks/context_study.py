@@ -73,12 +73,9 @@ def layer_maps(paths, crop: int, qualities) -> dict:
     return maps
 
 
-def gaussian_bits(symbols, scale, mean=0.0):
-    """Bits of integer symbols under discretized Gaussians."""
-    normal = torch.distributions.Normal(0.0, 1.0)
-    upper = normal.cdf((symbols - mean + 0.5) / scale)
-    lower = normal.cdf((symbols - mean - 0.5) / scale)
-    return -torch.log2((upper - lower).clamp_min(1e-9))
+def held_out(photo_index: int) -> bool:
+    """Every third photo measures the context; the others fit it."""
+    return photo_index % 3 == 0
 
 
 def first_pass(height: int, width: int) -> torch.Tensor:
@@ -108,9 +105,12 @@ class CheckerboardContext(nn.Module):
 
 def layer_bits(context, symbols, scales) -> tuple[torch.Tensor, torch.Tensor]:
     """The layer's bits under its prior, and with the context's second pass."""
+    from hvae_compress.models import latent_likelihood
+
     first = first_pass(*symbols.shape[-2:])
-    plain = gaussian_bits(symbols, scales)
-    second = gaussian_bits(symbols, *context(symbols, scales, first))
+    plain = -torch.log2(latent_likelihood(symbols, torch.zeros_like(scales), scales))
+    context_scales, context_means = context(symbols, scales, first)
+    second = -torch.log2(latent_likelihood(symbols, context_means, context_scales))
     with_context = torch.where(first.bool(), plain, second)
     return plain.sum(), with_context.sum()
 
@@ -142,14 +142,14 @@ def measure(images: int, crop: int, seed: int = 0) -> dict:
     maps = layer_maps(paths[:images], crop, QUALITIES)
     layers, totals = {}, {q: [0.0, 0.0] for q in QUALITIES}
     for layer, items in sorted(maps.items()):
-        held_out = [item for item in items if item[0] % 3 == 0]
-        fitting = [item for item in items if item[0] % 3 != 0]
+        measuring = [item for item in items if held_out(item[0])]
+        fitting = [item for item in items if not held_out(item[0])]
         context = fit(fitting, items[0][2].shape[1], seed)
         layers[str(layer)] = {}
         with torch.no_grad():
             for quality in QUALITIES:
                 plain = with_context = 0.0
-                for _, q, symbols, scales in held_out:
+                for _, q, symbols, scales in measuring:
                     if q == quality:
                         bits = layer_bits(context, symbols, scales)
                         plain += bits[0].item()
@@ -162,7 +162,7 @@ def measure(images: int, crop: int, seed: int = 0) -> dict:
                 }
     return {
         "photos": len({item[0] for item in maps[0]}),
-        "held_out": len({item[0] for item in maps[0] if item[0] % 3 == 0}),
+        "held_out": len({item[0] for item in maps[0] if held_out(item[0])}),
         "crop": crop,
         "machine": machine(),
         "layers": layers,
