@@ -17,6 +17,7 @@ from .arguments import (
     positive_float,
     positive_int,
     quality_list,
+    unit_fraction,
 )
 
 
@@ -44,6 +45,13 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
         type=positive_int,
         metavar="PX",
         help="square crop size, a multiple of the model's top stride",
+    )
+    add(
+        "--min-scale",
+        type=unit_fraction,
+        metavar="S",
+        help="downscale each crop's source region by a random factor in [S, 1] "
+        "(washes out JPEG artefacts; 1: crops at the photos' own resolution)",
     )
     add("--lr", type=positive_float, help="Adam learning rate")
     add("--warmup-steps", type=int, help="linear learning-rate warm-up")

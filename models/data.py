@@ -39,11 +39,12 @@ class RandomCrops(torch.utils.data.Dataset):
     """One random crop per image and visit, as float tensors (3, size, size) in [0, 1].
 
     Each crop is downscaled first by a random factor in [min_scale, 1]: most
-    sources are JPEGs, and shrinking washes out their compression artefacts.
+    sources are JPEGs, and shrinking washes out their compression artefacts
+    (with ``min_scale`` 1 the crops are the photos' own pixels).
     Images are decoded once and kept in memory (the training shards are small).
     """
 
-    def __init__(self, paths: list[Path], size: int, min_scale: float = 0.5):
+    def __init__(self, paths: list[Path], size: int, min_scale: float):
         self.size = size
         self.min_scale = min_scale
         self.images = [read_rgb(p) for p in paths]

@@ -20,6 +20,7 @@ class TrainOptions:
     steps: int = 100_000
     batch_size: int = 8
     crop: int = 256
+    min_scale: float = 0.5
     lr: float = 2e-4
     warmup_steps: int = 500
     decay_steps: int = 0

@@ -205,7 +205,7 @@ def _batches(loader, sampler):
 
 
 def _make_loader(paths: list[Path], opts: TrainOptions, env: Distributed):
-    data = RandomCrops(paths, opts.crop)
+    data = RandomCrops(paths, opts.crop, opts.min_scale)
     if env.world_size > 1:
         sampler = torch.utils.data.DistributedSampler(
             data, env.world_size, env.rank, seed=opts.seed

@@ -326,6 +326,7 @@ def test_bad_arguments_exit_with_usage_errors(capsys):
         ["eval", "kodak", "--qualities", "50,150"],
         ["eval", "kodak", "--qualities", "50,high"],
         ["train", "shard", "--out", "run", "--val-qualities", "-1"],
+        ["train", "shard", "--out", "run", "--min-scale", "0"],
         ["frobnicate"],
         [],
     ):

@@ -15,7 +15,7 @@ import torch
 from hvae_compress import codec, models
 from hvae_compress.cli import main as cli_main
 from hvae_compress.files import list_images
-from hvae_compress.models.data import split_holdout
+from hvae_compress.models.data import RandomCrops, split_holdout
 from hvae_compress.models.grow import widen_latents
 from hvae_compress.models.hvae import to_pixels_uint8
 from hvae_compress.models.layers import ResBlock
@@ -481,6 +481,33 @@ def test_held_out_images_depend_only_on_their_names(tmp_path):
     assert {p.name for p in held} - {p.name for p in held_again} <= {"extra.jpg"}
     with pytest.raises(ValueError, match="hold out 40 of 40"):
         split_holdout(paths, 40)
+
+
+def is_pixel_window(crop: np.ndarray, image: np.ndarray) -> bool:
+    """Whether ``crop`` is a window of ``image``'s pixels, mirrored or not."""
+    size = crop.shape[0]
+    for top in range(image.shape[0] - size + 1):
+        for left in range(image.shape[1] - size + 1):
+            window = image[top : top + size, left : left + size]
+            if np.array_equal(crop, window) or np.array_equal(crop, window[:, ::-1]):
+                return True
+    return False
+
+
+def test_crops_are_downscaled_only_down_to_the_minimum_scale(tmp_path):
+    from PIL import Image
+
+    pixels = natural_image(48, 40)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+
+    def crops(min_scale):
+        torch.manual_seed(0)
+        data = RandomCrops([tmp_path / "photo.png"], 16, min_scale)
+        tensors = [data[0] for _ in range(8)]
+        return [(t * 255).round().byte().permute(1, 2, 0).numpy() for t in tensors]
+
+    assert all(is_pixel_window(crop, pixels) for crop in crops(1.0))
+    assert not any(is_pixel_window(crop, pixels) for crop in crops(0.5))
 
 
 def test_training_validates_on_held_out_images_it_never_trains_on(
