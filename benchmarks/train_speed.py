@@ -42,6 +42,10 @@ VARIANTS = {
     "current, 2 processes x 1 thread (DDP), batch 4 each": dict(
         batch_size=4, processes=2
     ),
+    # Each process steps on its own; the weights are averaged every 100 steps.
+    "current, 2 processes x 1 thread (local SGD), batch 8 each": dict(
+        processes=2, average_every=100
+    ),
 }
 
 
@@ -64,6 +68,10 @@ def steps_per_second(variant: dict, warmup: int, steps: int) -> dict:
         for step in range(warmup, warmup + steps):
             trainer.step(step)
         seconds = (time.perf_counter() - start) / steps
+        if trainer.local_steps():  # one average per average_every steps
+            start = time.perf_counter()
+            trainer.average_weights()
+            seconds += (time.perf_counter() - start) / opts.average_every
     return _rates(
         trainer.precision, opts.batch_size * trainer.env.world_size, opts.crop, seconds
     )

@@ -14,6 +14,7 @@ from ..models.options import TrainOptions, defaults
 from .arguments import (
     float_list,
     int_list,
+    non_negative_int,
     positive_float,
     positive_int,
     quality_list,
@@ -116,6 +117,16 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
     )
     add("--device", choices=["cpu", "cuda", "auto"], help="training device")
     add("--workers", type=int, help="data-loader worker processes")
+    add(
+        "--average-every",
+        type=non_negative_int,
+        metavar="N",
+        help="with several processes (torchrun): train each on its own share of "
+        "the images and average their weights every N steps (local SGD: no "
+        "exchange per step; on a CPU, one single-threaded process per core "
+        "computes more steps than one process on all cores); 0: all-reduce the "
+        "gradients every step",
+    )
     add("--seed", type=int, help="random seed")
     start = parser.add_mutually_exclusive_group()
     start.add_argument(

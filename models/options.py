@@ -35,6 +35,7 @@ class TrainOptions:
     channels_last: bool = True
     device: str = "auto"
     workers: int = 0
+    average_every: int = 0
     seed: int = 0
     resume: str | None = None
     init: str | None = None

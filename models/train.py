@@ -2,7 +2,9 @@
 
 Runs on a CPU (the ``tiny`` preset in tests) and on CUDA alike; launched with
 ``torchrun --nproc_per_node N`` it trains with DistributedDataParallel (NCCL on
-GPUs, gloo on CPUs). Rank 0 alone writes checkpoints, logs and progress.
+GPUs, gloo on CPUs), or with ``average_every`` as local SGD: each process steps
+on its own and all average their weights every so many steps. Rank 0 alone
+writes checkpoints, logs and progress.
 """
 
 from __future__ import annotations
@@ -63,6 +65,18 @@ def setup_distributed(device: str) -> Distributed:
         torch.device(device, local_rank) if device == "cuda" else torch.device("cpu")
     )
     return Distributed(rank, world_size, where)
+
+
+@torch.no_grad()
+def mean_over_processes(tensors: list[torch.Tensor]) -> None:
+    """Replace each tensor, in place, by its mean over the process group."""
+    # One flat buffer: a single all-reduce, whatever the tensors' memory layout.
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    means = flat.split([t.numel() for t in tensors])
+    for tensor, mean in zip(tensors, means, strict=True):
+        tensor.copy_(mean.view(tensor.shape))
 
 
 def sample_rate_codes(
@@ -279,7 +293,7 @@ class Trainer:
         if checkpoint is not None:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.wrapped = self.model
-        if self.env.world_size > 1:
+        if self.env.world_size > 1 and not opts.average_every:
             self.wrapped = torch.nn.parallel.DistributedDataParallel(self.model)
         self.criterion = RateDistortionLoss()
         self.trained, held_out = split_holdout(list_images(opts.data), opts.holdout)
@@ -325,7 +339,8 @@ class Trainer:
             self.model.parameters(), self.opts.grad_clip
         )
         if not torch.isfinite(grad_norm):
-            # The same decision on every rank: the gradients are all-reduced.
+            # With DDP the same decision on every rank (the gradients are
+            # all-reduced); with local steps each rank's own.
             self.info["skipped_steps"] += 1
             return None
         self.optimizer.step()
@@ -350,7 +365,17 @@ class Trainer:
         self.log.write(**line)
         return line
 
+    def local_steps(self) -> bool:
+        """Whether the processes step on their own (local SGD) between averages."""
+        return self.env.world_size > 1 and self.opts.average_every > 0
+
+    def average_weights(self) -> None:
+        """Every process takes the mean of all processes' weights and EMAs."""
+        mean_over_processes([*self.model.parameters(), *self.ema.parameters()])
+
     def save(self, step: int) -> None:
+        if self.local_steps():
+            self.average_weights()  # a collective: every rank saves at the same steps
         if self.env.is_main:
             self.ema.refresh_grids()
             state = checkpoint_dict(
@@ -405,7 +430,10 @@ class Trainer:
                 progress.set_postfix_str(line)
                 if speaks and not on_terminal:
                     print(f"step {step}: {line}", file=sys.stderr, flush=True)
-            if step % opts.checkpoint_every == 0:
+            saving = step % opts.checkpoint_every == 0
+            if self.local_steps() and step % opts.average_every == 0 and not saving:
+                self.average_weights()  # (saving averages them too)
+            if saving:
                 self.info["train_seconds"] += _machine_seconds() - started
                 started = _machine_seconds()
                 self.save(step)

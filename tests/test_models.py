@@ -22,6 +22,7 @@ from hvae_compress.models.layers import ResBlock
 from hvae_compress.models.train import (
     Trainer,
     TrainOptions,
+    mean_over_processes,
     sample_rate_codes,
     train,
 )
@@ -530,7 +531,10 @@ def test_training_validates_on_held_out_images_it_never_trains_on(
 
 
 @pytest.mark.slow
-def test_distributed_training_with_two_gloo_processes(tmp_path, training_folder):
+@pytest.mark.parametrize("average_every", [0, 1], ids=["ddp", "local-sgd"])
+def test_distributed_training_with_two_gloo_processes(
+    tmp_path, training_folder, average_every
+):
     command = [
         sys.executable,
         "-m",
@@ -559,6 +563,8 @@ def test_distributed_training_with_two_gloo_processes(tmp_path, training_folder)
         "fp32",
         "--checkpoint-every",
         "2",
+        "--average-every",
+        str(average_every),
         "--quiet",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -569,6 +575,35 @@ def test_distributed_training_with_two_gloo_processes(tmp_path, training_folder)
     assert models.read_checkpoint(tmp_path / "checkpoint.pt")["step"] == 4
     start = json.loads((tmp_path / "train_log.jsonl").read_text().splitlines()[0])
     assert start["world_size"] == 2
+    assert start["options"]["average_every"] == average_every
+
+
+def _average_in_process(rank: int, store: str) -> None:
+    """One of two gloo processes: tensors holding 10 * rank, one channels-last."""
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=2
+    )
+    try:
+        image_like = torch.arange(24.0).reshape(1, 2, 3, 4) + 10 * rank
+        tensors = [
+            image_like.to(memory_format=torch.channels_last),
+            torch.full((5,), 10.0 * rank),
+        ]
+        mean_over_processes(tensors)
+        assert torch.equal(tensors[0], torch.arange(24.0).reshape(1, 2, 3, 4) + 5)
+        assert tensors[0].is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(tensors[1], torch.full((5,), 5.0))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_local_sgd_averages_weights_over_processes_in_any_layout(tmp_path):
+    # An exception in either process fails the spawn.
+    torch.multiprocessing.spawn(
+        _average_in_process, args=(str(tmp_path / "store"),), nprocs=2
+    )
 
 
 def bottom_layer_share(checkpoint, betas, images) -> float:
