@@ -124,8 +124,8 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
         help="with several processes (torchrun): train each on its own share of "
         "the images and average their weights every N steps (local SGD: no "
         "exchange per step; on a CPU, one single-threaded process per core "
-        "computes more steps than one process on all cores); 0: all-reduce the "
-        "gradients every step",
+        "computes more crops per second than one process on all cores); 0: "
+        "all-reduce the gradients every step",
     )
     add("--seed", type=int, help="random seed")
     start = parser.add_mutually_exclusive_group()
