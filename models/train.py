@@ -293,7 +293,7 @@ class Trainer:
         if checkpoint is not None:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.wrapped = self.model
-        if self.env.world_size > 1 and not opts.average_every:
+        if self.env.world_size > 1 and not self.local_steps():
             self.wrapped = torch.nn.parallel.DistributedDataParallel(self.model)
         self.criterion = RateDistortionLoss()
         self.trained, held_out = split_holdout(list_images(opts.data), opts.holdout)
