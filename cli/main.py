@@ -99,6 +99,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="rate-distortion trade-off lambda instead of a quality (loss = "
         "lambda*255^2*MSE + bpp)",
     )
+    rate.add_argument(
+        "--size",
+        type=positive_int,
+        default=None,
+        metavar="BYTES",
+        help="instead of a quality, the highest whole quality whose file fits in "
+        "BYTES bytes (as cwebp -size; each image is encoded about 5 times); an "
+        "image that does not fit even at quality 0 fails",
+    )
+    rate.add_argument(
+        "--psnr",
+        type=positive_float,
+        default=None,
+        metavar="DB",
+        help="instead of a quality, the lowest whole quality whose decoded image "
+        "reaches DB dB PSNR (as cwebp -psnr; about 5 encodes, each also "
+        "reconstructing the image); an image that does not reach it fails",
+    )
     encode.add_argument(
         "--layer-weights",
         type=float_list,
@@ -223,22 +241,27 @@ def run_encode(args) -> int:
                 quality=args.quality,
                 lmbda=args.lmbda,
                 layer_weights=args.layer_weights,
+                max_bytes=args.size,
+                min_psnr=args.psnr,
                 bit_counts=False,
             )
             paths.write_output(target, report.data, args.force)
             seconds = time.perf_counter() - start
-            _say(args, _encode_line(source, target, report, seconds), target)
+            searched = args.size is not None or args.psnr is not None
+            line = _encode_line(source, target, report, seconds, searched)
+            _say(args, line, target)
         except Exception as error:
             failures += _report_failure(args, source, error)
     return 1 if failures else 0
 
 
-def _encode_line(source, target, report, seconds: float) -> str:
+def _encode_line(source, target, report, seconds: float, searched: bool) -> str:
     remarks = "".join(f" [{note}]" for note in report.notes)
+    found = f", quality {report.quality:g}" if searched else ""
     return (
         f"{paths.label(source)} -> {paths.label(target)}: "
         f"{report.width}x{report.height}, {len(report.data):,} bytes, "
-        f"{report.bpp:.4f} bpp, {seconds:.2f} s{remarks}"
+        f"{report.bpp:.4f} bpp{found}, {seconds:.2f} s{remarks}"
     )
 
 

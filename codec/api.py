@@ -9,7 +9,7 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from PIL import Image
 
 from .. import models
 from ..entropy import AnsBackend, CorruptStreamError, GaussianTables, build_tables
+from . import target
 from .container import (
     HASH_BYTES,
     Header,
@@ -63,6 +64,8 @@ class EncodeReport:
         table_bits: per layer, -log2 P under the integer coding tables: the
             ideal size of the layer's stream (if counted).
         notes: conversions applied to the input (16-bit to 8-bit, ...).
+        quality: the quality encoded at, given or found by a ``max_bytes`` or
+            ``min_psnr`` search (None when a lambda was given).
     """
 
     data: bytes
@@ -72,6 +75,7 @@ class EncodeReport:
     estimated_bits: list[float]
     table_bits: list[float]
     notes: list[str] = field(default_factory=list)
+    quality: float | None = None
 
     @property
     def bpp(self) -> float:
@@ -295,7 +299,16 @@ class Codec:
 
     # --- encoding --------------------------------------------------------------------
 
-    def encode(self, image, *, quality=None, lmbda=None, layer_weights=None) -> bytes:
+    def encode(
+        self,
+        image,
+        *,
+        quality=None,
+        lmbda=None,
+        layer_weights=None,
+        max_bytes=None,
+        min_psnr=None,
+    ) -> bytes:
         """Encode an image (path, PIL image or uint8 array) to ``.hvae`` bytes.
 
         Args:
@@ -303,8 +316,26 @@ class Codec:
             lmbda: the rate-distortion trade-off itself, instead of a quality.
             layer_weights: one multiplier beta_l per latent layer, top first;
                 raising a layer's weight moves bits out of it.
+            max_bytes: instead of a quality, the highest whole quality whose
+                file takes at most this many bytes (as cwebp -size; the image
+                is encoded a handful of times).
+            min_psnr: instead of a quality, the lowest whole quality whose
+                decoded image reaches this PSNR in dB (as cwebp -psnr; several
+                encodes, each with its reconstruction).
+
+        Raises:
+            ValueError: more than one of quality, lmbda, max_bytes and
+                min_psnr, or a target that no quality meets.
         """
-        report = self._encode(image, quality, lmbda, layer_weights, False, False)
+        report = self.encode_report(
+            image,
+            quality=quality,
+            lmbda=lmbda,
+            layer_weights=layer_weights,
+            max_bytes=max_bytes,
+            min_psnr=min_psnr,
+            bit_counts=False,
+        )
         for note in report.notes:
             warnings.warn(note, ConversionWarning, stacklevel=2)
         return report.data
@@ -316,6 +347,8 @@ class Codec:
         quality=None,
         lmbda=None,
         layer_weights=None,
+        max_bytes=None,
+        min_psnr=None,
         reconstruct: bool = False,
         bit_counts: bool = True,
     ) -> EncodeReport:
@@ -328,13 +361,78 @@ class Codec:
             bit_counts: count each layer's bits under the model and the tables
                 (empty lists otherwise; counting costs time and memory).
         """
-        return self._encode(
-            image, quality, lmbda, layer_weights, reconstruct, bit_counts
+        given = {
+            "quality": quality,
+            "lmbda": lmbda,
+            "max_bytes": max_bytes,
+            "min_psnr": min_psnr,
+        }
+        named = [name for name, value in given.items() if value is not None]
+        if len(named) > 1:
+            raise ValueError(
+                f"give one of {', '.join(given)}, not {' and '.join(named)}"
+            )
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        if max_bytes is None and min_psnr is None:
+            codes = self.rate_codes(quality, lmbda, layer_weights)
+            source = load_image(image, self.max_pixels)
+            report = self._encode(source, codes, reconstruct, bit_counts)
+            if lmbda is None:
+                report.quality = DEFAULT_QUALITY if quality is None else quality
+            return report
+        source = load_image(image, self.max_pixels)
+        return self._encode_to_target(
+            source, max_bytes, min_psnr, layer_weights, reconstruct, bit_counts
         )
 
-    def _encode(self, image, quality, lmbda, layer_weights, reconstruct, stats):
-        codes = self.rate_codes(quality, lmbda, layer_weights)
-        source = load_image(image, self.max_pixels)
+    def _encode_to_target(
+        self, source, max_bytes, min_psnr, layer_weights, reconstruct, stats
+    ) -> EncodeReport:
+        """Encode at the whole quality that meets max_bytes or min_psnr (`target`)."""
+        from ..evaluation.metrics import psnr
+
+        reports = {}
+
+        def encoded(quality: int) -> EncodeReport:
+            codes = self.rate_codes(quality, None, layer_weights)
+            # A copy each time: encoding hands the source's pixels to the model.
+            reports[quality] = self._encode(
+                replace(source), codes, reconstruct or min_psnr is not None, stats
+            )
+            return reports[quality]
+
+        if max_bytes is not None:
+            chosen, _ = target.crossing(
+                lambda q: math.log(len(encoded(q).data)), math.log(max_bytes + 1)
+            )
+            if chosen is None:
+                smallest = len(reports[target.LOWEST].data)
+                raise ValueError(
+                    f"no quality fits in {max_bytes:,} bytes: the smallest file "
+                    f"(quality {target.LOWEST}) takes {smallest:,}"
+                )
+        else:
+            reference, measured = source.rgb, {}
+
+            def quality_of(q: int) -> float:
+                report = encoded(q)
+                measured[q] = psnr(reference, report.reconstruction)
+                if not reconstruct:  # a large image's tries would pile up
+                    report.reconstruction = None
+                return measured[q]
+
+            _, chosen = target.crossing(quality_of, min_psnr)
+            if chosen is None:
+                raise ValueError(
+                    f"no quality reaches {min_psnr:g} dB PSNR: quality "
+                    f"{target.HIGHEST} gives {measured[target.HIGHEST]:.2f} dB"
+                )
+        report = reports[chosen]
+        report.quality = chosen
+        return report
+
+    def _encode(self, source: SourceImage, codes, reconstruct, stats) -> EncodeReport:
         width, height = source.width, source.height
         streams, estimated, table_bits = [], [], []
 
@@ -530,16 +628,28 @@ def _codec_for(model, device) -> Codec:
 
 
 def encode(
-    image, *, quality=None, lmbda=None, layer_weights=None, model=None, device=None
+    image,
+    *,
+    quality=None,
+    lmbda=None,
+    layer_weights=None,
+    max_bytes=None,
+    min_psnr=None,
+    model=None,
+    device=None,
 ) -> bytes:
     """Encode an image (path, PIL image or uint8 numpy array) to ``.hvae`` bytes.
 
     Uses the shipped default model unless ``model`` names another one (a shipped
     name, a checkpoint path or a loaded `Codec`). See `Codec.encode`.
     """
-    codec = _codec_for(model, device)
-    return codec.encode(
-        image, quality=quality, lmbda=lmbda, layer_weights=layer_weights
+    return _codec_for(model, device).encode(
+        image,
+        quality=quality,
+        lmbda=lmbda,
+        layer_weights=layer_weights,
+        max_bytes=max_bytes,
+        min_psnr=min_psnr,
     )
 
 

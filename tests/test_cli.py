@@ -318,10 +318,27 @@ def test_failures_print_one_line_naming_the_file_and_exit_1(
     assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*.part"))
 
 
+def test_a_size_target_writes_the_file_that_fits_and_names_its_quality(
+    tmp_path, capsys
+):
+    source = tmp_path / "photo.png"
+    Image.fromarray(natural_image(96, 128)).save(source)
+    out = tmp_path / "photo.hvae"
+    assert main(["encode", str(source), "-o", str(out), "--size", "2500"]) == 0
+    assert out.stat().st_size <= 2500
+    assert ", quality " in capsys.readouterr().out
+    assert main(["encode", str(source), "-o", str(out), "-f", "--size", "10"]) == 1
+    assert capsys.readouterr().err.startswith(
+        f"hvae-compress: error: {source}: no quality fits in 10 bytes"
+    )
+
+
 def test_bad_arguments_exit_with_usage_errors(capsys):
     for args in (
         ["encode", "x.png", "-q", "150"],
         ["encode", "x.png", "--layer-weights", "1,a"],
+        ["encode", "x.png", "-q", "50", "--size", "1000"],
+        ["encode", "x.png", "--psnr", "0"],
         ["decode", "x.hvae", "--layers", "0"],
         ["eval", "kodak", "--qualities", "50,150"],
         ["eval", "kodak", "--qualities", "50,high"],

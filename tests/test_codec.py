@@ -14,6 +14,7 @@ import torch
 from PIL import Image, ImageCms
 
 from hvae_compress import codec, models
+from hvae_compress.codec import target
 from hvae_compress.codec.container import read_header
 from hvae_compress.evaluation.metrics import edge_error_ratio, psnr
 
@@ -235,6 +236,65 @@ def test_bfloat16_encoding_gives_the_shipped_model_the_same_size_and_psnr(qualit
     assert abs(psnrs[1] - psnrs[0]) < 0.1
 
 
+@pytest.mark.parametrize(
+    "curve",
+    [
+        lambda q: q,  # straight
+        lambda q: (q / 100) ** 4,  # bent, where interpolation creeps
+        lambda q: 1 - (1 - q / 100) ** 4,
+        lambda q: q // 10,  # flat stretches
+        lambda q: [3, 1, 2][q % 3] + q,  # not quite monotonic
+    ],
+)
+def test_the_quality_search_finds_the_crossing_evaluating_each_quality_once(curve):
+    top = curve(target.HIGHEST)
+    for goal in [curve(0) - 1, curve(0), top / 3, top / 2 + 0.5, top, top + 1]:
+        seen = []
+
+        def value(quality, seen=seen):
+            seen.append(quality)
+            return curve(quality)
+
+        below, reached = target.crossing(value, goal)
+        assert len(seen) == len(set(seen)) <= 20
+        if below is None:
+            assert reached == 0 and curve(0) >= goal
+        elif reached is None:
+            assert below == 100 and curve(100) < goal
+        else:
+            assert reached == below + 1
+            assert curve(below) < goal <= curve(reached)
+
+
+def test_a_size_target_takes_the_highest_quality_that_fits():
+    coder = codec.Codec(models.DEFAULT_MODEL, "cpu")
+    image = natural_image(128, 192)
+    smallest, largest = (len(coder.encode(image, quality=q)) for q in (0, 100))
+    limit = (smallest + largest) // 2
+    report = coder.encode_report(image, max_bytes=limit, bit_counts=False)
+    assert len(report.data) <= limit
+    assert report.data == coder.encode(image, quality=report.quality)
+    assert len(coder.encode(image, quality=report.quality + 1)) > limit
+    with pytest.raises(ValueError, match=f"takes {smallest:,}"):
+        coder.encode(image, max_bytes=smallest - 1)
+
+
+def test_a_psnr_target_takes_the_lowest_quality_that_reaches_it():
+    coder = codec.Codec(models.DEFAULT_MODEL, "cpu")
+    image = natural_image(128, 192)
+
+    def psnr_at(quality):
+        report = coder.encode_report(image, quality=quality, reconstruct=True)
+        return psnr(image, report.reconstruction)
+
+    goal = (psnr_at(0) + psnr_at(100)) / 2
+    report = coder.encode_report(image, min_psnr=goal)
+    assert psnr(image, coder.decode(report.data)) >= goal
+    assert psnr_at(report.quality - 1) < goal
+    with pytest.raises(ValueError, match="no quality reaches 99 dB"):
+        coder.encode(image, min_psnr=99)
+
+
 def test_auto_precision_encodes_in_bfloat16_only_where_it_is_native(tiny_model):
     auto = codec.Codec(tiny_model, "cpu")
     encoded = "bfloat16" if models.native_bf16(torch.device("cpu")) else "float32"
@@ -250,8 +310,12 @@ def test_a_file_from_another_model_is_rejected(tiny_codec, image_file):
 
 
 def test_rate_settings_are_checked(tiny_codec, image_file):
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="not quality and lmbda"):
         tiny_codec.encode(image_file, quality=50, lmbda=0.01)
+    with pytest.raises(ValueError, match="not quality and max_bytes"):
+        tiny_codec.encode(image_file, quality=50, max_bytes=1000)
+    with pytest.raises(ValueError, match="max_bytes must be positive"):
+        tiny_codec.encode(image_file, max_bytes=0)
     with pytest.raises(ValueError, match="trained range"):
         tiny_codec.encode(image_file, lmbda=5.0)
     with pytest.raises(ValueError, match="3 values"):
