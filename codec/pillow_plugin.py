@@ -4,7 +4,8 @@ Registered when `hvae_compress` is imported (as pillow-avif-plugin does for
 AVIF). Opening reads only the header; the pixels are decoded, with the shipped
 model the file names, when Pillow first needs them. Saving takes the options
 of `Codec.encode`: ``image.save("y.hvae", quality=60)``, ``lmbda=...``,
-``layer_weights=[...]``, and ``model=`` (a shipped name or a checkpoint path).
+``max_bytes=...``, ``min_psnr=...``, ``layer_weights=[...]``, and ``model=`` (a
+shipped name or a checkpoint path).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def _save(image: Image.Image, fp, filename) -> None:
     from .api import encode
 
     options = image.encoderinfo
-    keys = ("quality", "lmbda", "layer_weights", "model")
+    keys = ("quality", "lmbda", "max_bytes", "min_psnr", "layer_weights", "model")
     fp.write(encode(image, **{k: options[k] for k in keys if k in options}))
 
 

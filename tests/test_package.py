@@ -84,3 +84,6 @@ def test_pillow_opens_and_saves_hvae_files(tmp_path):
     original.save(lower, quality=10)
     smaller = hvae_compress.read_header(lower.read_bytes())
     assert smaller.total_bytes < header.total_bytes
+    limited = tmp_path / "c.hvae"
+    original.save(limited, max_bytes=smaller.total_bytes)
+    assert limited.stat().st_size <= smaller.total_bytes
