@@ -28,25 +28,31 @@ PHOTOS = HERE.parent.parent / "shared" / "datasets" / "train" / "04"
 WAYS = ("rounded (the codec)", "two finest layers unrounded", "all layers unrounded")
 
 
-def decoded(coder, pixels: torch.Tensor, quality: float, unrounded_from: int):
-    """The image decoded from the posterior means, rounded above layer
-    ``unrounded_from`` and left as they are from it on."""
+def decoded(coder, pixels: torch.Tensor, quality: float, starts) -> list:
+    """The images decoded from one encoder pass's posterior means, one per
+    entry of ``starts``: rounded above that layer, left as they are from it on."""
     model = coder.model
     rate = torch.tensor([coder.rate_codes(quality)])
-
-    def choose_latent(layer, mean, logits, posterior):
-        symbols = torch.round(posterior - mean)
-        z = posterior if layer >= unrounded_from else symbols + mean
-        return z, symbols
-
+    images = []
     with torch.inference_mode():
         features = [
             None if f is None else f.float()
             for f in model.encode_features(pixels, rate)
         ]
         grid = model._grid(*pixels.shape[-2:])
-        # The top-down pass with the latents chosen here instead of by the coder.
-        return model._top_down(rate, grid, choose_latent, features, "pixels")
+        for start in starts:
+
+            def choose_latent(layer, mean, logits, posterior, start=start):
+                symbols = torch.round(posterior - mean)
+                z = posterior if layer >= start else symbols + mean
+                return z, symbols
+
+            # The top-down pass with the latents chosen here instead of by the
+            # coder; it lets go of each level's features, so it gets a copy.
+            images.append(
+                model._top_down(rate, grid, choose_latent, list(features), "pixels")
+            )
+    return images
 
 
 def study(count: int, qualities: list[float]) -> dict:
@@ -69,9 +75,10 @@ def study(count: int, qualities: list[float]) -> dict:
         for quality in qualities:
             size = len(coder.encode(rgb, quality=quality))
             table[quality]["bpp"].append(8 * size / (height * width))
-            for way, start in starts.items():
-                out = decoded(coder, pixels, quality, start)[0, :, :height, :width]
-                table[quality][way].append(psnr(rgb, out.permute(1, 2, 0).numpy()))
+            images = decoded(coder, pixels, quality, starts.values())
+            for way, image in zip(starts, images, strict=True):
+                out = image[0, :, :height, :width].permute(1, 2, 0).numpy()
+                table[quality][way].append(psnr(rgb, out))
     return {
         "machine": machine(),
         "model": coder.fingerprint.hex()[:16],
