@@ -332,12 +332,14 @@ def _format_info(summary: dict) -> str:
         f"size:    {summary['total_bytes']:,} bytes, {summary['bpp']:.4f} bpp "
         f"(header {summary['header_bytes']}, alpha {summary['alpha_bytes']}, "
         f"ICC {summary['icc_bytes']} bytes)",
+        f"format:  .hvae version {summary['format_version']}",
         "layers, top first:",
     ]
     for i, layer in enumerate(summary["layers"]):
-        shape = "x".join(map(str, layer["shape"]))
+        shape = "x".join(map(str, layer["shape"] or ["?"]))
+        stride = layer["stride"] or "?"
         lines.append(
-            f"  {i}: stride {layer['stride']:>2}  {shape:>11}  {layer['bytes']:>10,} "
+            f"  {i}: stride {stride:>2}  {shape:>11}  {layer['bytes']:>10,} "
             f"bytes  {layer['bpp']:.4f} bpp  {100 * layer['share']:5.1f} %"
         )
     return "\n".join(lines)

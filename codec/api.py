@@ -22,7 +22,6 @@ from . import target
 from .container import (
     HASH_BYTES,
     Header,
-    LayerRecord,
     read_container,
     read_header,
     write_container,
@@ -461,7 +460,6 @@ class Codec:
             lmbda_code=codes[0],
             lmbda=_float32(self.config.lmbda_of(codes[0])),
             beta_codes=codes[1:],
-            layers=self._layer_records(width, height),
         )
         alpha = encode_alpha(source.alpha) if source.alpha is not None else b""
         data = write_container(header, streams, source.icc_profile, alpha, source.exif)
@@ -493,17 +491,6 @@ class Codec:
             warnings.simplefilter("ignore", UserWarning)
             planes = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None]
         return models.pad_to_stride(planes, self.config.top_stride)
-
-    def _layer_records(self, width: int, height: int) -> tuple[LayerRecord, ...]:
-        """Latent shapes of an image: its padded size over each layer's stride."""
-        stride = self.config.top_stride
-        rows, cols = math.ceil(height / stride), math.ceil(width / stride)
-        return tuple(
-            LayerRecord(channels, rows * stride // s, cols * stride // s)
-            for channels, s in zip(
-                self.config.layer_channels(), self.config.layer_strides(), strict=True
-            )
-        )
 
     # --- decoding --------------------------------------------------------------------
 
@@ -568,9 +555,14 @@ class Codec:
                 f"({header.model_hash.hex()}), which is not installed; "
                 f"this codec holds {self.name!r} ({self.fingerprint.hex()})"
             )
-        expected = self._layer_records(header.width, header.height)
-        found = [(r.channels, r.rows, r.cols) for r in header.layers]
-        if found != [(r.channels, r.rows, r.cols) for r in expected]:
+        shapes = self.config.latent_shapes(header.width, header.height)
+        if len(header.layers) != len(shapes):
+            raise CorruptStreamError(
+                f"file has {len(header.layers)} latent layers, the model {len(shapes)}"
+            )
+        # Version 2 files record the shapes too: a check on the header.
+        recorded = [record.shape for record in header.layers]
+        if any(r not in (None, s) for r, s in zip(recorded, shapes, strict=True)):
             raise CorruptStreamError(
                 "latent layer shapes do not match the image size and model"
             )

@@ -1,52 +1,58 @@
 """The ``.hvae`` container: a header, then one entropy-coded stream per latent layer.
 
-Byte layout, version 2. All integers are big-endian and unsigned unless marked
-signed; floats are IEEE 754 binary32, big-endian.
+Byte layout, version 3. Fields marked varint are unsigned LEB128 (seven bits per
+byte, the lowest first, the top bit set on every byte but the last, at most five
+bytes); the other integers are big-endian and unsigned unless marked signed;
+floats are IEEE 754 binary32, big-endian.
 
 ====================  =========  ==============================================
 field                 size       meaning
 ====================  =========  ==============================================
 magic                 4          ``b"HVAE"``
-version               1          format version (2)
+version               1          format version (3)
 mode                  1          0 = RGB, 1 = L (gray), 2 = RGBA, 3 = LA
-width, height         4 + 4      image size in pixels
+width, height         varints    image size in pixels
 name_length           1          length n of the model name
 model_name            n          UTF-8
 model_hash            8          first 8 bytes of the SHA-256 of the weights
-lmbda_code            2          the rate-distortion trade-off lambda as a code
+lmbda_code            varint     the rate-distortion trade-off lambda as a code
                                  of the model's lambda grid (`models.config`)
 lmbda                 4          float32, the lambda of that code (for display)
 num_layers            1          L, the number of latent layers
 beta_codes            L          signed, per-layer rate weight codes, top layer
                                  first: beta_l = 2 ** (code / 16)
-icc_length, icc_crc   4 + 4      ICC profile bytes (0 if none) and their CRC-32
-alpha_length,         4 + 4      alpha plane as PNG bytes (0 if none), CRC-32
-alpha_crc
-exif_length,          4 + 4      EXIF data (0 if none; the orientation tag is
-exif_crc                         reset, the pixels being upright), CRC-32
-layer records         L times    top layer first, each:
-  channels            2            latent channels
-  rows, cols          4 + 4        latent height and width
-  length              4            bytes of the layer's stream
-  crc                 4            CRC-32 of the layer's stream
+extras                1          which payloads precede the streams: bit 0 an
+                                 ICC profile, bit 1 an alpha plane (PNG bytes),
+                                 bit 2 EXIF data (the orientation tag reset, the
+                                 pixels being upright); other bits are 0
+extra records         per extra  in that order, each: length (varint), CRC-32 (4)
+layer records         L times    top layer first, each: length of the layer's
+                                 stream (varint), its CRC-32 (4)
 header_crc            4          CRC-32 of every header byte before it
-payloads                         ICC, alpha and EXIF bytes, then the streams
-                                 of layer 0, layer 1, ..., layer L-1
+payloads                         the extras present, then the streams of layer
+                                 0, layer 1, ..., layer L-1
 ====================  =========  ==============================================
 
-The top layer comes first, so a file whose tail is cut off still holds the
-coarse layers: `read_container` can return the complete leading layers for a
-progressive decode. Nothing is pickled; every length is checked against the
-data before use, and every failure raises `CorruptStreamError`.
+The latent shapes are not stored: they follow from the image size and the model
+the header names. The top layer comes first, so a file whose tail is cut off
+still holds the coarse layers: `read_container` can return the complete leading
+layers for a progressive decode. Nothing is pickled; every length is checked
+against the data before use, and every failure raises `CorruptStreamError`.
 
 Every image is one piece, whatever its size: the networks run tile by tile
 only to bound memory (`models.tiling`), which does not change the streams.
 The rate settings are integer codes because the decoder's exact scale network
 (`models.scales`) takes them as input: a float would have to be turned into
 the network's input by a logarithm, whose last bit differs between machines.
-Version 1 (hvae-compress 0.1) stored float rate settings, took its coding
-tables from float computations and coded large images in independent tiles;
-its files are refused with a message naming the version.
+
+Earlier versions. Version 2 (hvae-compress 0.2) is still read: the same fields
+at fixed widths (width, height and every length 4 bytes, lmbda_code 2), the
+three extras always recorded (length and CRC, 0 when absent) and every layer's
+shape (channels 2, rows 4, cols 4) before its length: 176 header bytes for the
+shipped model, where version 3 takes about 77. Version 1 (hvae-compress 0.1)
+stored float rate settings, took its coding tables from float computations and
+coded large images in independent tiles; its files are refused with a message
+naming the version.
 """
 
 from __future__ import annotations
@@ -59,24 +65,25 @@ from dataclasses import dataclass
 from ..entropy.errors import CorruptStreamError
 
 MAGIC = b"HVAE"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
 # beta = 2 ** (code / 16), the grid of models.config (a test checks they agree);
 # read here without importing the model, so that reading a header stays light.
 BETA_CODES_PER_OCTAVE = 16
 MODES = ("RGB", "L", "RGBA", "LA")
 MAX_LAYERS = 64
 HASH_BYTES = 8
+EXTRAS = ("ICC profile", "alpha plane", "EXIF data")  # the order of the payloads
 
 
 @dataclass(frozen=True)
 class LayerRecord:
-    """Shape and stream size of one latent layer."""
+    """Stream size and checksum of one latent layer; version 2 files also
+    record its shape (channels, rows, cols)."""
 
-    channels: int
-    rows: int
-    cols: int
     num_bytes: int = 0
     crc: int = 0
+    shape: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ class Header:
     lmbda_code: int
     lmbda: float
     beta_codes: tuple[int, ...]
-    layers: tuple[LayerRecord, ...]
+    layers: tuple[LayerRecord, ...] = ()  # filled in by the reader
     icc_length: int = 0
     icc_crc: int = 0
     alpha_length: int = 0
@@ -99,6 +106,7 @@ class Header:
     exif_length: int = 0
     exif_crc: int = 0
     header_bytes: int = 0  # filled in by the reader
+    version: int = FORMAT_VERSION  # filled in by the reader
 
     @property
     def betas(self) -> tuple[float, ...]:
@@ -141,32 +149,47 @@ def write_container(
     alpha_png: bytes = b"",
     exif: bytes = b"",
 ) -> bytes:
-    """Serialize a header (its lengths and CRCs are recomputed here) and payloads."""
-    records = [
-        LayerRecord(r.channels, r.rows, r.cols, len(s), zlib.crc32(s))
-        for r, s in zip(header.layers, layer_streams, strict=True)
-    ]
+    """Serialize a header and its payloads in the current format version.
+
+    The header's layer records, lengths and CRCs are ignored: they are
+    computed here from the payloads.
+    """
+    if len(layer_streams) != len(header.beta_codes):
+        raise ValueError(
+            f"{len(layer_streams)} layer streams for {len(header.beta_codes)} layers"
+        )
+    extras = [payload for payload in (icc_profile, alpha_png, exif) if payload]
+    present = sum(1 << i for i, p in enumerate((icc_profile, alpha_png, exif)) if p)
     name = header.model_name.encode()
     out = bytearray(MAGIC)
     out += struct.pack(">BB", FORMAT_VERSION, MODES.index(header.mode))
-    out += struct.pack(">II", header.width, header.height)
+    out += _varint(header.width) + _varint(header.height)
     out += struct.pack(">B", len(name)) + name + header.model_hash
-    out += struct.pack(">HfB", header.lmbda_code, header.lmbda, len(records))
-    out += struct.pack(f">{len(records)}b", *header.beta_codes)
-    out += struct.pack(">II", len(icc_profile), zlib.crc32(icc_profile))
-    out += struct.pack(">II", len(alpha_png), zlib.crc32(alpha_png))
-    out += struct.pack(">II", len(exif), zlib.crc32(exif))
-    for r in records:
-        out += struct.pack(">HIIII", r.channels, r.rows, r.cols, r.num_bytes, r.crc)
+    out += _varint(header.lmbda_code)
+    out += struct.pack(">fB", header.lmbda, len(layer_streams))
+    out += struct.pack(f">{len(layer_streams)}bB", *header.beta_codes, present)
+    for payload in (*extras, *layer_streams):
+        out += _varint(len(payload)) + struct.pack(">I", zlib.crc32(payload))
     out += struct.pack(">I", zlib.crc32(out))
-    out += icc_profile + alpha_png + exif
-    for stream in layer_streams:
-        out += stream
+    for payload in (*extras, *layer_streams):
+        out += payload
+    return bytes(out)
+
+
+def _varint(value: int) -> bytes:
+    """Unsigned LEB128: seven bits per byte, the lowest first."""
+    if not 0 <= value < 1 << 35:
+        raise ValueError(f"{value} does not fit a header field")
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
     return bytes(out)
 
 
 class _Reader:
-    """Reads big-endian fields, failing cleanly at the end of the data."""
+    """Reads header fields, failing cleanly at the end of the data."""
 
     def __init__(self, data: bytes):
         self.data = data
@@ -182,9 +205,18 @@ class _Reader:
     def unpack(self, fmt: str, what: str) -> tuple:
         return struct.unpack(">" + fmt, self.take(struct.calcsize(">" + fmt), what))
 
+    def varint(self, what: str) -> int:
+        value = 0
+        for shift in range(0, 35, 7):
+            (byte,) = self.take(1, what)
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+        raise CorruptStreamError(f"a number of more than five bytes in the {what}")
+
 
 def read_header(data: bytes, max_pixels: int | None = None) -> Header:
-    """Parse and check the header; payloads are not read.
+    """Parse and check the header (format version 2 or 3); payloads are not read.
 
     Raises:
         CorruptStreamError: wrong magic or version, impossible values, a header
@@ -195,11 +227,14 @@ def read_header(data: bytes, max_pixels: int | None = None) -> Header:
     if reader.take(4, "magic number") != MAGIC:
         raise CorruptStreamError("not an .hvae file (wrong magic number)")
     version, mode = reader.unpack("BB", "header")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CorruptStreamError(_version_message(version))
     if mode >= len(MODES):
         raise CorruptStreamError(f"unknown image mode {mode}")
-    width, height = reader.unpack("II", "header")
+    if version == 2:
+        width, height = reader.unpack("II", "header")
+    else:
+        width, height = reader.varint("header"), reader.varint("header")
     if width == 0 or height == 0:
         raise CorruptStreamError(f"impossible image size {width}x{height}")
     if max_pixels is not None and width * height > max_pixels:
@@ -212,20 +247,26 @@ def read_header(data: bytes, max_pixels: int | None = None) -> Header:
     except UnicodeDecodeError:
         raise CorruptStreamError("model name is not valid UTF-8") from None
     model_hash = reader.take(HASH_BYTES, "model hash")
-    lmbda_code, lmbda, num_layers = reader.unpack("HfB", "header")
+    if version == 2:
+        (lmbda_code,) = reader.unpack("H", "header")
+    else:
+        lmbda_code = reader.varint("header")
+    lmbda, num_layers = reader.unpack("fB", "header")
     if not 0 < num_layers <= MAX_LAYERS:
         raise CorruptStreamError(f"impossible number of latent layers {num_layers}")
     beta_codes = reader.unpack(f"{num_layers}b", "rate settings")
     if not (math.isfinite(lmbda) and lmbda > 0):
         raise CorruptStreamError("lambda is not a positive finite number")
-    icc_length, icc_crc, alpha_length, alpha_crc = reader.unpack("IIII", "header")
-    exif_length, exif_crc = reader.unpack("II", "header")
-    layers = tuple(
-        LayerRecord(*reader.unpack("HIIII", "layer records")) for _ in range(num_layers)
-    )
+    if version == 2:
+        extras = [reader.unpack("II", "header") for _ in EXTRAS]
+        layers = tuple(_layer_record_v2(reader) for _ in range(num_layers))
+    else:
+        extras = _extra_records(reader)
+        layers = tuple(_layer_record(reader) for _ in range(num_layers))
     (header_crc,) = struct.unpack(">I", reader.take(4, "header checksum"))
     if zlib.crc32(data[: reader.pos - 4]) != header_crc:
         raise CorruptStreamError("header checksum mismatch (damaged header)")
+    (icc_length, icc_crc), (alpha_length, alpha_crc), (exif_length, exif_crc) = extras
     return Header(
         MODES[mode],
         width,
@@ -243,16 +284,44 @@ def read_header(data: bytes, max_pixels: int | None = None) -> Header:
         exif_length,
         exif_crc,
         reader.pos,
+        version,
     )
+
+
+def _extra_records(reader: _Reader) -> list[tuple[int, int]]:
+    """(length, CRC) of the ICC profile, alpha plane and EXIF data; (0, 0)
+    for those the file does not hold (its extras byte says which)."""
+    (present,) = reader.unpack("B", "header")
+    if present >> len(EXTRAS):
+        raise CorruptStreamError(f"unknown payload flags {present:#04x}")
+    return [
+        (reader.varint("header"), *reader.unpack("I", "header"))
+        if present >> i & 1
+        else (0, 0)
+        for i in range(len(EXTRAS))
+    ]
+
+
+def _layer_record(reader: _Reader) -> LayerRecord:
+    num_bytes = reader.varint("layer records")
+    return LayerRecord(num_bytes, *reader.unpack("I", "layer records"))
+
+
+def _layer_record_v2(reader: _Reader) -> LayerRecord:
+    channels, rows, cols, num_bytes, crc = reader.unpack("HIIII", "layer records")
+    return LayerRecord(num_bytes, crc, (channels, rows, cols))
 
 
 def _version_message(version: int) -> str:
     if version == 1:
         return (
             ".hvae format version 1 (hvae-compress 0.1, not portable between "
-            f"machines) is no longer read; this version reads format {FORMAT_VERSION}"
+            "machines) is no longer read; this version reads formats 2 and 3"
         )
-    return f"unsupported .hvae format version {version} (reader: {FORMAT_VERSION})"
+    return (
+        f"unsupported .hvae format version {version} (this hvae-compress reads "
+        "versions 2 and 3; a newer release may read it)"
+    )
 
 
 def read_container(

@@ -137,6 +137,18 @@ class HVAEConfig:
             for _ in range(n)
         ]
 
+    def latent_shapes(self, width: int, height: int) -> list[tuple[int, int, int]]:
+        """(channels, rows, cols) of every latent layer of an image, top first:
+        its size padded to the top stride, over the layer's stride."""
+        stride = self.top_stride
+        rows, cols = -(-height // stride) * stride, -(-width // stride) * stride
+        return [
+            (channels, rows // s, cols // s)
+            for channels, s in zip(
+                self.layer_channels(), self.layer_strides(), strict=True
+            )
+        ]
+
     def quality_code(self, quality: float) -> int:
         """The lambda code of a quality in [0, 100]: from the calibrated
         ``quality_codes`` (linear between whole qualities), else log-linear."""

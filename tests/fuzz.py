@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hvae_compress import codec
-from hvae_compress.codec.container import read_header
+from hvae_compress.codec.container import read_header, write_container
 
 from .conftest import make_tiny_model, natural_image
 
@@ -70,14 +70,17 @@ def _payload_spans(data: bytes) -> list[tuple[int, int]]:
 
 
 def _fix_layer_crcs(data: bytearray) -> bytearray:
-    """Recompute every layer CRC (after a payload mutation), then the header CRC."""
+    """The file written anew around its (mutated) payloads: every payload CRC
+    and the header CRC recomputed, the lengths unchanged."""
     header = read_header(bytes(data))
-    record_size = 18
-    first_record = header.header_bytes - 4 - record_size * len(header.layers)
-    for i, (a, b) in enumerate(_payload_spans(bytes(data))):
-        crc_at = first_record + i * record_size + 14
-        data[crc_at : crc_at + 4] = struct.pack(">I", zlib.crc32(bytes(data[a:b])))
-    return _fix_header_crc(data, header.header_bytes)
+    lengths = (header.icc_length, header.alpha_length, header.exif_length)
+    lengths += tuple(record.num_bytes for record in header.layers)
+    payloads, pos = [], header.header_bytes
+    for length in lengths:
+        payloads.append(bytes(data[pos : pos + length]))
+        pos += length
+    icc, alpha, exif, *streams = payloads
+    return bytearray(write_container(header, streams, icc, alpha, exif))
 
 
 def mutate(data: bytes, others: list[bytes], rng: random.Random) -> tuple[str, bytes]:

@@ -2,7 +2,8 @@
 
     python -m tests.make_golden
 
-Writes tests/golden/container.hvae (the container bytes of a fixed header),
+Writes tests/golden/container_v3.hvae (the container bytes of a fixed header;
+container_v2.hvae keeps those of format version 2, which must stay readable),
 tests/golden/tiny_seed0.hvae (the seeded tiny model coding a seeded image) and
 the shipped model's golden files: a 256x192 crop of the bundled sample image at
 three qualities, their decoded pixels and tests/golden/base.json with the hashes
@@ -23,7 +24,6 @@ from hvae_compress import codec, models
 from .conftest import make_tiny_model, natural_image
 from .decode_worker import decode_hashed, recording_codec
 from .test_codec import GOLDEN as TINY_GOLDEN
-from .test_container import GOLDEN as CONTAINER_GOLDEN
 from .test_container import sample_file
 from .test_golden import GOLDEN, PINS
 
@@ -63,7 +63,7 @@ def keep_earlier_release(fingerprint: str) -> None:
 
 
 def main() -> None:
-    CONTAINER_GOLDEN.write_bytes(sample_file()[1])
+    (GOLDEN / "container_v3.hvae").write_bytes(sample_file()[1])
     coder = codec.Codec(make_tiny_model(), "cpu", precision="fp32")
     TINY_GOLDEN.write_bytes(coder.encode(natural_image(48, 64, seed=5), quality=50))
     shipped_model_files()

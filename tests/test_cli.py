@@ -57,8 +57,23 @@ def test_encode_decode_and_info_round_trip(tmp_path, images, tiny_checkpoint, ca
     assert info["total_bytes"] == encoded.stat().st_size
     assert sum(layer["bytes"] for layer in info["layers"]) < info["total_bytes"]
     assert info["bpp"] == pytest.approx(8 * encoded.stat().st_size / (64 * 48))
+    assert info["format_version"] == 3  # shapes from the preset the file names:
+    assert [layer["shape"] for layer in info["layers"]] == [
+        [4, 3, 4],
+        [4, 6, 8],
+        [4, 12, 16],
+    ]
     assert main(["info", str(encoded)]) == 0
     assert "layers, top first" in capsys.readouterr().out
+
+
+def test_info_reads_a_file_of_format_version_2(capsys):
+    old = sorted((REPO / "tests" / "golden").glob("base-*/base_q50.hvae"))[0]
+    assert main(["info", str(old), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["format_version"] == 2 and info["header_bytes"] == 176
+    assert [layer["stride"] for layer in info["layers"]] == [64, 32, 16, 16, 8, 8]
+    assert info["layers"][0]["shape"] == [16, 3, 4]  # recorded in the file
 
 
 class FakeTerminal(io.StringIO):

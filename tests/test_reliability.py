@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from PIL import Image
 
 from hvae_compress import codec
 from hvae_compress.cli import main
+from hvae_compress.codec.container import read_container, write_container
 
 from . import fuzz
 from .conftest import REPO, SHARED, natural_image, needs_shared
@@ -59,10 +61,9 @@ def test_coverage_guided_fuzzing_finds_no_crash(tmp_path):
 def test_a_header_claiming_a_huge_image_is_rejected_before_any_large_allocation(
     tiny_codec,
 ):
-    original = tiny_codec.encode(natural_image(16, 16))
-    data = bytearray(original)
-    data[6:14] = (60_000).to_bytes(4, "big") * 2  # width, height: 3.6 gigapixels
-    data = fuzz._fix_header_crc(data, codec.read_header(original).header_bytes)
+    original = read_container(tiny_codec.encode(natural_image(16, 16)))
+    huge = dataclasses.replace(original.header, width=60_000, height=60_000)
+    data = write_container(huge, original.layer_streams)  # 3.6 gigapixels
     tracemalloc.start()
     with pytest.raises(codec.CorruptStreamError, match="exceeds the limit"):
         tiny_codec.decode(bytes(data))
