@@ -158,8 +158,8 @@ def write_container(
         raise ValueError(
             f"{len(layer_streams)} layer streams for {len(header.beta_codes)} layers"
         )
-    extras = [payload for payload in (icc_profile, alpha_png, exif) if payload]
-    present = sum(1 << i for i, p in enumerate((icc_profile, alpha_png, exif)) if p)
+    extras = (icc_profile, alpha_png, exif)  # in the order of EXTRAS
+    flags = sum(1 << i for i, payload in enumerate(extras) if payload)
     name = header.model_name.encode()
     out = bytearray(MAGIC)
     out += struct.pack(">BB", FORMAT_VERSION, MODES.index(header.mode))
@@ -167,13 +167,12 @@ def write_container(
     out += struct.pack(">B", len(name)) + name + header.model_hash
     out += _varint(header.lmbda_code)
     out += struct.pack(">fB", header.lmbda, len(layer_streams))
-    out += struct.pack(f">{len(layer_streams)}bB", *header.beta_codes, present)
-    for payload in (*extras, *layer_streams):
+    out += struct.pack(f">{len(layer_streams)}bB", *header.beta_codes, flags)
+    payloads = [payload for payload in extras if payload] + list(layer_streams)
+    for payload in payloads:
         out += _varint(len(payload)) + struct.pack(">I", zlib.crc32(payload))
     out += struct.pack(">I", zlib.crc32(out))
-    for payload in (*extras, *layer_streams):
-        out += payload
-    return bytes(out)
+    return bytes(out) + b"".join(payloads)
 
 
 def _varint(value: int) -> bytes:
