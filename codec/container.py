@@ -81,8 +81,8 @@ class LayerRecord:
     """Stream size and checksum of one latent layer; version 2 files also
     record its shape (channels, rows, cols)."""
 
-    num_bytes: int = 0
-    crc: int = 0
+    num_bytes: int
+    crc: int
     shape: tuple[int, int, int] | None = None
 
 
