@@ -102,6 +102,13 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
         help="share of images whose betas are drawn at random per layer",
     )
     add(
+        "--rounded-latents",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="the decoder sees the latents rounded as in coding (straight-through "
+        "gradients) instead of noisy; the rates are always those of the noisy ones",
+    )
+    add(
         "--precision",
         choices=["auto", "bf16", "fp32"],
         help="bf16 autocast for the networks (rates always in fp32) or plain fp32; "

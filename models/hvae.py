@@ -20,8 +20,9 @@ and it merges the chosen latent back into the state (``merge``). The prior is
 N(mu_p, sigma_p^2) * U(-1/2, 1/2), whose scale sigma_p comes from the exact
 `ScaleNetwork` beside it, which sees only the rate codes and the symbols of the
 layers above: a decoder on any machine computes the same coding tables
-(`models.scales` says why). Training draws z = mu_q + u, u ~ U(-1/2, 1/2);
-coding sends symbols s = round(mu_q - mu_p) and uses z = s + mu_p. All three
+(`models.scales` says why). Training draws z = mu_q + u, u ~ U(-1/2, 1/2),
+for the rates, and gives the decoder that z or (``rounded_latents``) the coded
+one; coding sends symbols s = round(mu_q - mu_p) and uses z = s + mu_p. All three
 modes walk the same `_top_down` loop, so the training and the coding paths
 cannot drift apart.
 
@@ -170,6 +171,10 @@ class HierarchicalVAE(nn.Module):
         )
         self.output = patch_up(c.widths[-1], 3, 4)
         self.scale_network = ScaleNetwork(c)
+        # Training: the rates always see noisy latents; the decoder sees the same
+        # (False) or, as coding does, the rounded ones with straight-through
+        # gradients to the posterior (True).
+        self.rounded_latents = False
 
     @property
     def num_layers(self) -> int:
@@ -374,13 +379,12 @@ class HierarchicalVAE(nn.Module):
 
         def choose_latent(layer, mean, logits, posterior):
             symbols = round_ste(posterior - mean)
+            z = coded = symbols + mean
             if self.training:
                 z = posterior + torch.empty_like(posterior).uniform_(-0.5, 0.5)
-            else:
-                z = symbols + mean
             scale = self.scale_network.scales(logits)
             likelihoods[f"layer{layer}"] = latent_likelihood(z, mean, scale)
-            return z, symbols
+            return (coded if self.rounded_latents else z), symbols
 
         grid = self._grid(*x.shape[-2:])
         features = self.encode_features(x, rate)

@@ -285,6 +285,7 @@ class Trainer:
         layout = torch.channels_last if opts.channels_last else torch.contiguous_format
         self.layout = layout
         self.model.to(self.env.device, memory_format=layout).train()
+        self.model.rounded_latents = opts.rounded_latents
         self.ema.to(self.env.device, memory_format=layout).eval().requires_grad_(False)
         self.precision = resolve_precision(opts.precision, self.env.device)
         self.optimizer = torch.optim.Adam(self._trained_parameters(), lr=opts.lr)

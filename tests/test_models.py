@@ -121,6 +121,26 @@ def test_gradients_reach_every_parameter():
     assert silent == []
 
 
+def test_rounded_latents_reach_the_decoder_and_the_noise_only_the_rates():
+    model = make_tiny_model().train()
+    x = torch.rand(2, 3, 32, 32)
+    rate = rate_codes(model)
+    for rounded in (False, True):
+        model.rounded_latents = rounded
+        torch.manual_seed(1)
+        first = model(x, rate)
+        torch.manual_seed(2)
+        second = model(x, rate)
+        assert torch.equal(first["x_hat"], second["x_hat"]) == rounded
+        assert not torch.equal(
+            first["likelihoods"]["layer0"], second["likelihoods"]["layer0"]
+        )
+    # Straight through the rounding, the distortion alone trains the posterior.
+    first["x_hat"].square().mean().backward()
+    posterior_head = model.latent_blocks[-1][-1].posterior_head.weight
+    assert posterior_head.grad is not None and posterior_head.grad.any()
+
+
 def test_compress_and_decompress_reproduce_the_rounded_forward_pass(tiny_model):
     pixels = (torch.rand(1, 3, 48, 32) * 255).to(torch.uint8)
     rate = rate_codes(tiny_model, batch=1)

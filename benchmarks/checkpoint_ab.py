@@ -1,0 +1,133 @@
+"""A/B of training checkpoints on training photos: BD-rate against the first.
+
+    python -m benchmarks.checkpoint_ab START.pt ARM_A.pt ARM_B.pt [--images 24]
+    # writes benchmarks/checkpoint_ab.{json,md} (--out elsewhere)
+
+The campaign chooses between training changes by short runs from one
+checkpoint on equal CPU budgets; Kodak is the benchmark and never decides.
+This measures each checkpoint's EMA weights on photos of train/04, center
+crops whose sides are multiples of the top stride, in float32 as the codec
+decodes (every latent rounded): the rate is the information content of the
+symbols under the model's prior (the bitstream's length up to the coding
+tables' precision), the PSNR that of the 8-bit pixels. One curve per
+checkpoint over the same λ codes (checkpoints carry no quality calibration),
+and each one's BD-rate against the first. The photos were trained on, but
+among 1,511 photos seen as random crops that favours no arm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .run import machine, write_results
+
+HERE = Path(__file__).resolve().parent
+PHOTOS = HERE.parent.parent / "shared" / "datasets" / "train" / "04"
+# Spread over the λ range: qualities 1, 10, 40, 70 and 100 of the ninth release.
+CODES = (28, 295, 1100, 2120, 4096)
+
+
+def photos(count: int) -> list[torch.Tensor]:
+    """Every k-th photo of train/04 as floats (1, 3, H, W), cropped to /64."""
+    from PIL import Image
+
+    paths = sorted(PHOTOS.glob("*.jpg"))
+    chosen = []
+    for path in paths[:: max(1, len(paths) // count)][:count]:
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        height, width = (rgb.shape[0] // 64) * 64, (rgb.shape[1] // 64) * 64
+        top, left = (rgb.shape[0] - height) // 2, (rgb.shape[1] - width) // 2
+        crop = rgb[top : top + height, left : left + width]
+        chosen.append(torch.from_numpy(crop.copy()).permute(2, 0, 1)[None] / 255)
+    return chosen
+
+
+def rd_point(model, images: list[torch.Tensor], code: int) -> tuple[float, float]:
+    """Mean bpp and PSNR (dB) of the images coded at one λ code, all β at 1."""
+    rate = torch.tensor([[code] + [0] * model.num_layers])
+    bpp, quality = [], []
+    with torch.inference_mode():
+        for x in images:
+            out = model(x, rate)
+            bits = sum(-p.log2().sum().item() for p in out["likelihoods"].values())
+            error = out["x_hat"].clamp(0, 1).mul(255).round() - x.mul(255).round()
+            bpp.append(bits / (x.shape[-2] * x.shape[-1]))
+            quality.append(10 * math.log10(255**2 / error.square().mean().item()))
+    return float(np.mean(bpp)), float(np.mean(quality))
+
+
+def study(checkpoints: list[str], count: int, codes: list[int]) -> dict:
+    from hvae_compress import codec
+    from hvae_compress.evaluation.curves import bd_rate
+
+    images = photos(count)
+    curves = {}
+    for path in checkpoints:
+        model = codec.Codec(path, "cpu", precision="fp32").model.float().eval()
+        points = [rd_point(model, images, code) for code in codes]
+        curves[Path(path).name] = {
+            "bpp": [round(b, 5) for b, _ in points],
+            "psnr": [round(p, 4) for _, p in points],
+        }
+    first = next(iter(curves.values()))
+    for curve in curves.values():
+        curve["bd_rate_vs_first"] = round(
+            bd_rate(curve["bpp"], curve["psnr"], first["bpp"], first["psnr"]), 3
+        )
+    return {
+        "machine": machine(),
+        "photos": count,
+        "lambda_codes": list(codes),
+        "checkpoints": curves,
+    }
+
+
+def markdown(results: dict) -> str:
+    codes = results["lambda_codes"]
+    lines = [
+        "# Checkpoint A/B on training photos",
+        "",
+        f"`python -m benchmarks.checkpoint_ab {' '.join(results['checkpoints'])}`"
+        f", {results['machine']['date']}: "
+        f"{results['photos']} photos of train/04, float32, every latent rounded; "
+        "bpp from the prior's information content, PSNR of the 8-bit pixels; "
+        "BD-rate against the first checkpoint (negative: fewer bits).",
+        "",
+        "| checkpoint | " + " | ".join(f"λ code {c}" for c in codes) + " | BD-rate |",
+        "| --- | " + " | ".join("---:" for _ in codes) + " | ---: |",
+    ]
+    for name, curve in results["checkpoints"].items():
+        cells = " | ".join(
+            f"{b:.4f} / {p:.2f}"
+            for b, p in zip(curve["bpp"], curve["psnr"], strict=True)
+        )
+        lines.append(f"| {name} | {cells} | {curve['bd_rate_vs_first']:+.2f} % |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoints", nargs="+", help="the first is the reference")
+    parser.add_argument("--images", type=int, default=24, help="photos (default 24)")
+    parser.add_argument(
+        "--codes",
+        default=",".join(map(str, CODES)),
+        help="comma-separated λ codes (default %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        default=str(HERE / "checkpoint_ab.json"),
+        help="results JSON; the Markdown goes beside it (default %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    codes = [int(c) for c in args.codes.split(",")]
+    write_results(study(args.checkpoints, args.images, codes), args.out, markdown)
+
+
+if __name__ == "__main__":
+    main()
