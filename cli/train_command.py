@@ -103,10 +103,11 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
     )
     add(
         "--rounded-latents",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=argparse.SUPPRESS,
-        help="the decoder sees the latents rounded as in coding (straight-through "
-        "gradients) instead of noisy; the rates are always those of the noisy ones",
+        help="the decoder sees the latents rounded as coding gives them "
+        "(straight-through gradients; the default) or, with --no-rounded-latents, "
+        "noisy; the rates always price the noisy ones",
     )
     add(
         "--precision",

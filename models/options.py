@@ -31,7 +31,7 @@ class TrainOptions:
     latent_channels: list[int] | None = None
     layer_weights: list[float] | None = None
     random_beta_share: float = 0.3
-    rounded_latents: bool = False
+    rounded_latents: bool = True
     precision: str = "auto"
     channels_last: bool = True
     device: str = "auto"
