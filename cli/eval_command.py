@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .arguments import add_model_options, float_list, positive_int, quality_list
+from .paths import check_output_folders
 
 # The names of evaluation.CLASSICAL_CODECS, repeated here to keep --help light
 # (a test checks they agree).
@@ -119,6 +120,7 @@ def run_eval(args) -> int:
     from .. import codec, evaluation
     from ..files import list_images
 
+    check_output_folders((args.out, args.csv, args.plot))
     baselines = [b for b in args.baselines.split(",") if b]
     paths = list_images(args.inputs)
     settings = _settings(args)

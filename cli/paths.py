@@ -52,6 +52,14 @@ def plan(inputs: list[str], output: str | None, suffix: str) -> list[tuple[str, 
     return jobs
 
 
+def check_output_folders(outputs) -> None:
+    """Fail before any work if an output's folder does not exist (a long run
+    must not end in "cannot write")."""
+    for output in outputs:
+        if output is not None and not Path(output).parent.is_dir():
+            raise UsageError(f"cannot write {output}: no folder {Path(output).parent}")
+
+
 def _is_folder(source: str) -> bool:
     return source != STDIO and Path(source).is_dir()
 

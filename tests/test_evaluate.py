@@ -61,6 +61,18 @@ def eval_arguments(images, checkpoint, folder, stem) -> list[str]:
     ]
 
 
+@pytest.mark.parametrize("flag", ["--out", "--csv", "--plot"])
+def test_eval_refuses_an_output_in_a_missing_folder_before_measuring(
+    tmp_path, capsys, flag
+):
+    missing = tmp_path / "not-made" / "results.file"
+    # No such images either: the output is checked first, before any work.
+    code = main(["eval", str(tmp_path / "no-images"), flag, str(missing)])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert f"cannot write {missing}: no folder {missing.parent}" in error
+
+
 def test_results_json_follows_compressai_format(eval_run):
     for name in ("results.json", "results-jpeg.json"):
         content = json.loads((eval_run / name).read_text())
