@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from pathlib import Path
 
 from ..models.options import TrainOptions, defaults
 from .arguments import (
@@ -20,6 +21,7 @@ from .arguments import (
     quality_list,
     unit_fraction,
 )
+from .paths import check_output_folders
 
 
 def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
@@ -189,6 +191,9 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
 def run_train(args) -> int:
     from ..models.train import train
 
+    # The run makes its --out folder; any other folder for the export must exist.
+    if args.export and Path(args.export).resolve().parent != Path(args.out).resolve():
+        check_output_folders([args.export])
     names = [f.name for f in dataclasses.fields(TrainOptions)]
     summary = train(TrainOptions(**{name: getattr(args, name) for name in names}))
     if args.export and summary.get("rank", 0) == 0:

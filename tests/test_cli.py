@@ -485,3 +485,11 @@ def test_conversions_are_noted_in_the_summary_line(tmp_path, tiny_checkpoint, ca
     Image.fromarray(natural_image(40, 40)).convert("P").save(path)
     assert main(["encode", str(path), "--model", str(tiny_checkpoint)]) == 0
     assert "[palette image converted to RGB]" in capsys.readouterr().out
+
+
+def test_train_refuses_an_export_to_a_missing_folder_before_training(tmp_path, capsys):
+    export = tmp_path / "not-made" / "model.pt"
+    arguments = ["train", str(tmp_path), "--out", str(tmp_path / "run")]
+    assert main([*arguments, "--export", str(export)]) == 2
+    assert f"cannot write {export}: no folder" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before the run began
