@@ -18,7 +18,6 @@ among 1,511 photos seen as random crops that favours no arm.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
@@ -32,16 +31,18 @@ PHOTOS = HERE.parent.parent / "shared" / "datasets" / "train" / "04"
 CODES = (28, 295, 1100, 2120, 4096)
 
 
-def photos(count: int) -> list[torch.Tensor]:
-    """Every k-th photo of train/04 as floats (1, 3, H, W), cropped to /64."""
+def photos(count: int, stride: int) -> list[torch.Tensor]:
+    """Every k-th photo of train/04 as floats (1, 3, H, W), center-cropped to
+    multiples of ``stride``."""
     from PIL import Image
 
     paths = sorted(PHOTOS.glob("*.jpg"))
     chosen = []
     for path in paths[:: max(1, len(paths) // count)][:count]:
         rgb = np.asarray(Image.open(path).convert("RGB"))
-        height, width = (rgb.shape[0] // 64) * 64, (rgb.shape[1] // 64) * 64
-        top, left = (rgb.shape[0] - height) // 2, (rgb.shape[1] - width) // 2
+        rows, cols = rgb.shape[:2]
+        height, width = rows // stride * stride, cols // stride * stride
+        top, left = (rows - height) // 2, (cols - width) // 2
         crop = rgb[top : top + height, left : left + width]
         chosen.append(torch.from_numpy(crop.copy()).permute(2, 0, 1)[None] / 255)
     return chosen
@@ -49,15 +50,17 @@ def photos(count: int) -> list[torch.Tensor]:
 
 def rd_point(model, images: list[torch.Tensor], code: int) -> tuple[float, float]:
     """Mean bpp and PSNR (dB) of the images coded at one λ code, all β at 1."""
+    from hvae_compress.models.loss import per_layer_bits, psnr
+
     rate = torch.tensor([[code] + [0] * model.num_layers])
     bpp, quality = [], []
     with torch.inference_mode():
         for x in images:
             out = model(x, rate)
-            bits = sum(-p.log2().sum().item() for p in out["likelihoods"].values())
+            bits = per_layer_bits(out["likelihoods"]).sum().item()
             error = out["x_hat"].clamp(0, 1).mul(255).round() - x.mul(255).round()
             bpp.append(bits / (x.shape[-2] * x.shape[-1]))
-            quality.append(10 * math.log10(255**2 / error.square().mean().item()))
+            quality.append(psnr(error.square().mean().item(), peak=255))
     return float(np.mean(bpp)), float(np.mean(quality))
 
 
@@ -65,10 +68,10 @@ def study(checkpoints: list[str], count: int, codes: list[int]) -> dict:
     from hvae_compress import codec
     from hvae_compress.evaluation.curves import bd_rate
 
-    images = photos(count)
-    curves = {}
+    images, curves = None, {}
     for path in checkpoints:
         model = codec.Codec(path, "cpu", precision="fp32").model.float().eval()
+        images = images or photos(count, model.config.top_stride)
         points = [rd_point(model, images, code) for code in codes]
         curves[Path(path).name] = {
             "bpp": [round(b, 5) for b, _ in points],
