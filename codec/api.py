@@ -277,21 +277,26 @@ class Codec:
 
         Returns the lambda code, then one beta code per layer (top first): the
         nearest points of the model's grids, which is what the file records.
+        The lowest qualities raise every beta alike (`split_quality_code`);
+        layer weights multiply those betas, within the trained range.
         """
         config = self.config
         if quality is not None and lmbda is not None:
             raise ValueError("give a quality or a lambda, not both")
         if lmbda is None:
-            code = config.quality_code(DEFAULT_QUALITY if quality is None else quality)
+            quality = DEFAULT_QUALITY if quality is None else quality
+            code, raised = config.quality_rate(quality)
         else:
-            code = config.lmbda_code(lmbda)
+            code, raised = config.lmbda_code(lmbda), 0
         num_layers = config.num_latent_layers
         betas = [1.0] * num_layers if layer_weights is None else list(layer_weights)
         if len(betas) != num_layers:
             raise ValueError(
                 f"layer weights need {num_layers} values (top first), got {len(betas)}"
             )
-        return (code, *(config.beta_code(float(b)) for b in betas))
+        low, high = config.beta_code_range
+        beta_codes = (config.beta_code(float(b)) + raised for b in betas)
+        return (code, *(min(max(c, low), high) for c in beta_codes))
 
     def _rate_tensor(self, codes: tuple[int, ...]) -> torch.Tensor:
         return torch.tensor([codes], dtype=torch.int64, device=self.device)

@@ -20,6 +20,17 @@ LMBDA_CODES = 4096
 BETA_CODES_PER_OCTAVE = 16
 
 
+def split_quality_code(code: int) -> tuple[int, int]:
+    """A quality code as (lambda code, beta code added to every layer's).
+
+    Codes from 0 up are lambda codes. Codes below 0 reach under lmbda_min with
+    no training: lambda code 0 with every beta raised by -code, which prices
+    every bit alike higher, as a lower lambda would (measured on the quality
+    curve's extension: README, "Encoding").
+    """
+    return max(code, 0), max(-code, 0)
+
+
 @dataclass(frozen=True)
 class HVAEConfig:
     """Architecture and rate range of a hierarchical VAE.
@@ -37,10 +48,11 @@ class HVAEConfig:
         lmbda_top_code: the highest lambda code the model is trained on:
             LMBDA_CODES, or more for a model whose range was extended upward
             on the same grid (every code keeps its lambda).
-        quality_codes: the lambda code of each quality 0, 1, ..., 100,
-            calibrated so that every quality step changes the file size by
-            about the same factor (`models.calibration`); empty: qualities
-            map log-linearly onto the lambda codes.
+        quality_codes: the quality code (`split_quality_code`) of each
+            quality 0, 1, ..., 100, calibrated so that every quality step
+            changes the file size by about the same factor
+            (`models.calibration`); empty: qualities map log-linearly onto the
+            lambda codes.
         beta_min, beta_max: range of the per-layer rate multipliers beta_l
             (powers of two: their codes are whole octaves apart).
         scale_min, scale_max, num_scales: the prior scales sigma_p (latent
@@ -94,10 +106,11 @@ class HVAEConfig:
         if codes and (
             len(codes) != 101
             or list(codes) != sorted(codes)
-            or not 0 <= codes[0] <= codes[-1] <= self.lmbda_top_code
+            or not -self.beta_code_range[1] <= codes[0]
+            or codes[-1] > self.lmbda_top_code
         ):
             raise ValueError(
-                f"config {self.name!r}: quality_codes needs 101 rising lambda codes"
+                f"config {self.name!r}: quality_codes needs 101 rising quality codes"
             )
         if not 0 < self.scale_min < self.scale_max or self.num_scales < 2:
             raise ValueError(f"config {self.name!r}: needs 0 < scale_min < scale_max")
@@ -149,16 +162,18 @@ class HVAEConfig:
             )
         ]
 
-    def quality_code(self, quality: float) -> int:
-        """The lambda code of a quality in [0, 100]: from the calibrated
-        ``quality_codes`` (linear between whole qualities), else log-linear."""
+    def quality_rate(self, quality: float) -> tuple[int, int]:
+        """The lambda code of a quality in [0, 100] and the beta code added to
+        every layer's (`split_quality_code`): from the calibrated
+        ``quality_codes`` (linear between whole qualities), else log-linear
+        over the lambda codes."""
         if not 0 <= quality <= 100:
             raise ValueError(f"quality must be in [0, 100], got {quality}")
         if not self.quality_codes:
-            return round(quality / 100 * self.lmbda_top_code)
+            return round(quality / 100 * self.lmbda_top_code), 0
         below = min(math.floor(quality), 99)
         low, high = self.quality_codes[below : below + 2]
-        return round(low + (quality - below) * (high - low))
+        return split_quality_code(round(low + (quality - below) * (high - low)))
 
     @property
     def lmbda_top(self) -> float:

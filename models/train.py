@@ -138,7 +138,7 @@ def validate(
     results = []
     for quality in qualities:
         rate = torch.zeros(1, 1 + model.num_layers, dtype=torch.int64, device=device)
-        rate[0, 0] = model.config.quality_code(quality)
+        rate[0, 0], rate[0, 1:] = model.config.quality_rate(quality)
         bpps, psnrs = [], []
         for x in images:
             x = x.to(device)[None]

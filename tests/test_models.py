@@ -33,7 +33,7 @@ from .conftest import REPO, TRAIN_00, make_tiny_model, natural_image, needs_shar
 def rate_codes(model, batch=2, quality=50):
     """Rate codes (B, 1 + L) for a quality and betas of 1."""
     codes = torch.zeros(batch, 1 + model.num_layers, dtype=torch.int64)
-    codes[:, 0] = model.config.quality_code(quality)
+    codes[:, 0], codes[:, 1:] = model.config.quality_rate(quality)
     return codes
 
 
@@ -331,12 +331,14 @@ def test_config_survives_a_dict_round_trip():
 
 def test_quality_maps_monotonically_onto_the_lambda_range():
     config = models.get_config("base")
-    lambdas = [config.lmbda_of(config.quality_code(q)) for q in range(0, 101, 10)]
+    rates = [config.quality_rate(q) for q in range(0, 101, 10)]
+    assert all(raised == 0 for _, raised in rates)  # uncalibrated: lambda only
+    lambdas = [config.lmbda_of(code) for code, _ in rates]
     assert lambdas == sorted(lambdas)
     assert lambdas[0] == pytest.approx(config.lmbda_min)
     assert lambdas[-1] == pytest.approx(config.lmbda_max)
     with pytest.raises(ValueError):
-        config.quality_code(101)
+        config.quality_rate(101)
 
 
 def test_lambda_and_beta_codes_round_trip_to_the_nearest_grid_point():
@@ -360,7 +362,7 @@ def test_an_extended_lambda_range_keeps_every_code_and_reaches_higher():
     # Codes keep their lambda: a model trained on the old range carries on.
     for code in (0, 1234, models.LMBDA_CODES):
         assert extended.lmbda_of(code) == config.lmbda_of(code)
-    assert extended.quality_code(100) == extended.lmbda_top_code
+    assert extended.quality_rate(100) == (extended.lmbda_top_code, 0)
     assert extended.lmbda_code(1.0) > models.LMBDA_CODES
     assert extended.extended_to(0.5) == extended  # a range never shrinks
     assert config.extended_to(config.lmbda_max) == config
