@@ -26,7 +26,7 @@ def split_quality_code(code: int) -> tuple[int, int]:
     Codes from 0 up are lambda codes. Codes below 0 reach under lmbda_min with
     no training: lambda code 0 with every beta raised by -code, which prices
     every bit alike higher, as a lower lambda would (measured on the quality
-    curve's extension: README, "Encoding").
+    curve's extension: README, "encode").
     """
     return max(code, 0), max(-code, 0)
 
