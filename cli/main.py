@@ -122,8 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float_list,
         default=None,
         metavar="W_top,...,W_bottom",
-        help="per-layer rate weights beta_l, one per latent layer, top first (default: "
-        "all 1); a larger weight moves bits out of that layer",
+        help="per-layer rate weights beta_l, one per latent layer, top first, each in "
+        "[0.25, 4] (default: all 1); a larger weight moves bits out of that layer; "
+        "they multiply the quality's own (the lowest qualities raise all alike)",
     )
     _tile_option(encode)
     add_model_options(encode)
