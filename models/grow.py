@@ -6,18 +6,24 @@ certain PSNR, however high lambda goes. `widen_latents` adds channels to the
 latent layers of chosen levels without changing what the model computes:
 
 - the new channels' prior means start at zero, their posterior means near
-  zero (a new model's initialization, scaled down), so their symbols are 0;
-- the float network's merge (``z_embedding``) and the scale network's merge
-  (``symbol_embedding``) start with zero weights for the new channels, so the
+  zero (a new model's initialization, scaled down), so their symbols, and the
+  latents z = mean + symbol that the decoder sees, are 0;
+- so the float network's merge (``z_embedding``) keeps a new model's random
+  weights for them: on zeros they change nothing, yet they pass the image's
+  gradient back to the new posteriors (zero weights would leave the new
+  channels at a saddle that training with rounded latents never leaves: zero
+  gradient to the posterior, zero latents for the weights). The scale
+  network's merge (``symbol_embedding``) starts at zero for them, so the
   state, and every later layer, is what it was;
 - the scale network predicts the smallest scales for them, so those zero
   symbols cost next to nothing.
 
 Training may then put the new channels to work where they pay for their bits.
-Measured on the 25,800-step release (model card, "Limitations"): within its lambda
-range it does not; 32 new stride-8 channels still carried no bits after 700
-steps, and a start where they carried symbols from the first step (fresh
-posterior heads, scales of 1) collapsed to the same within 200 steps.
+Measured on the 25,800-step release (model card, "Limitations"), when the
+merge's new weights started at zero: within its lambda range it did not; 32 new
+stride-8 channels still carried no bits after 700 steps, and a start where they
+carried symbols from the first step (fresh posterior heads, scales of 1)
+collapsed to the same within 200 steps.
 """
 
 from __future__ import annotations
@@ -34,8 +40,8 @@ _UNUSED_SCALE = 1.1
 # New posterior means start at this fraction of a new model's: far from
 # rounding to a nonzero symbol, yet with a gradient from the first step.
 _POSTERIOR_START = 0.01
-# Weights whose input channels are a layer's latent channels.
-_LATENT_INPUTS = ("z_embedding.weight", "symbol_embedding.weight")
+# The scale network's weights whose inputs are a layer's symbols.
+_SYMBOL_INPUTS = "symbol_embedding.weight"
 
 
 def widen_latents(
@@ -69,7 +75,7 @@ def widen_latents(
         if grown.shape == old.shape:
             state[name] = old.clone()
             continue
-        if name.endswith(_LATENT_INPUTS):
+        if name.endswith(_SYMBOL_INPUTS):
             grown.zero_()
         elif ".posterior_head." in name:
             grown.mul_(_POSTERIOR_START)

@@ -270,6 +270,21 @@ def test_widened_latents_code_the_old_channels_alike_and_the_new_as_free_zeros(
         assert (-torch.log2(zero) < 0.01).all()
 
 
+def test_widened_latents_get_a_gradient_from_the_image(tiny_model):
+    # Trained on rounded latents, a new channel's posterior must still feel the
+    # distortion, or it stays at zero for good.
+    wider = widen_latents(tiny_model, (4, 6, 8)).train()
+    wider.rounded_latents = True
+    x = torch.rand(2, 3, 64, 64)
+    distortion = (wider(x, rate_codes(wider))["x_hat"] - x).square().mean()
+    distortion.backward()
+    for level, blocks in enumerate(wider.latent_blocks[1:], start=1):
+        new = blocks[0].posterior_head.weight.grad[
+            tiny_model.config.latent_channels[level] :
+        ]
+        assert new.abs().sum() > 0
+
+
 def test_latents_can_only_be_widened(tiny_model):
     with pytest.raises(ValueError, match="one entry per level"):
         widen_latents(tiny_model, (4, 4))
