@@ -30,6 +30,7 @@ CROP = 256  # their central crops' side, in pixels
 # Quality 0 is lambda code 0 with every beta doubled: on training photos that
 # makes the file ~30 % smaller, on the extension of the quality curve.
 LOWEST_CODE = -BETA_CODES_PER_OCTAVE
+BELOW_PROBES = 4  # codes probed from LOWEST_CODE up to (not including) 0
 
 
 def even_quality_codes(probe_codes, log_sizes) -> tuple[int, ...]:
@@ -87,7 +88,7 @@ def calibration_crops(paths: list, stride: int, count: int = CROPS) -> torch.Ten
 def calibrated(model: HierarchicalVAE, crops: torch.Tensor) -> HVAEConfig:
     """The model's config with quality codes calibrated on ``crops``."""
     top = model.config.lmbda_top_code
-    below = list(range(LOWEST_CODE, 0, 4))
+    below = list(range(LOWEST_CODE, 0, -LOWEST_CODE // BELOW_PROBES))
     codes = below + [round(i * top / (PROBES - 1)) for i in range(PROBES)]
     quality_codes = even_quality_codes(codes, mean_log_bpp(model, crops, codes))
     return dataclasses.replace(model.config, quality_codes=quality_codes)
