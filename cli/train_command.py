@@ -93,6 +93,14 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
         "the model's or the preset's)",
     )
     add(
+        "--decoder-blocks",
+        type=int_list,
+        metavar="N_top,...,N_bottom",
+        help="residual blocks after each level's latent layers, top first (with "
+        "--init: add blocks to the model's, each new one starting as the "
+        "identity; none: keep the model's or the preset's)",
+    )
+    add(
         "--layer-weights",
         type=float_list,
         metavar="W_top,...,W_bottom",

@@ -29,6 +29,7 @@ class TrainOptions:
     lmbda: float | None = None
     extend_lmbda: float | None = None
     latent_channels: list[int] | None = None
+    decoder_blocks: list[int] | None = None
     layer_weights: list[float] | None = None
     random_beta_share: float = 0.3
     rounded_latents: bool = True

@@ -33,7 +33,7 @@ from .checkpoint import (
 from .config import HVAEConfig, get_config
 from .data import RandomCrops, split_holdout, to_tensor
 from .exact import native_bf16
-from .grow import widen_latents
+from .grow import deepen_decoder, widen_latents
 from .hvae import HierarchicalVAE, build_model, pad_to_stride
 from .loss import RateDistortionLoss, psnr
 from .options import TrainOptions
@@ -167,12 +167,7 @@ def _load_start(opts: TrainOptions):
     if opts.resume:
         checkpoint = _extended(read_checkpoint(opts.resume), opts.extend_lmbda)
         model = model_from_checkpoint(checkpoint)
-        if opts.latent_channels and model.config.latent_channels != tuple(
-            opts.latent_channels
-        ):
-            raise ValueError(
-                "a resumed run keeps its latent channels; widen a model with --init"
-            )
+        _check_resumed_shape(model.config, opts)
         ema = model_from_checkpoint(checkpoint, "ema_state_dict")
         info = checkpoint.get("train_info", {})
         return model, ema, checkpoint["step"], checkpoint, info
@@ -184,6 +179,8 @@ def _load_start(opts: TrainOptions):
         model = model_from_checkpoint(checkpoint, weights)
         if opts.latent_channels:
             model = widen_latents(model, opts.latent_channels)
+        if opts.decoder_blocks:
+            model = deepen_decoder(model, opts.decoder_blocks)
         info = checkpoint.get("train_info", {})
         return model, copy.deepcopy(model), checkpoint["step"], None, info
     config = get_config(opts.model)
@@ -191,8 +188,22 @@ def _load_start(opts: TrainOptions):
         config = config.extended_to(opts.extend_lmbda)
     if opts.latent_channels:
         config = replace(config, latent_channels=tuple(opts.latent_channels))
+    if opts.decoder_blocks:
+        config = replace(config, decoder_blocks=tuple(opts.decoder_blocks))
     model = build_model(config)
     return model, copy.deepcopy(model), 0, None, {}
+
+
+def _check_resumed_shape(config, opts: TrainOptions) -> None:
+    """A resumed run's optimizer state fits only the shapes it was saved with."""
+    for name in ("latent_channels", "decoder_blocks"):
+        wanted = getattr(opts, name)
+        if wanted and getattr(config, name) != tuple(wanted):
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(
+                f"a resumed run keeps its {name.replace('_', ' ')}; "
+                f"grow a model with --init and {flag}"
+            )
 
 
 def _extended(checkpoint: dict, lmbda: float | None) -> dict:

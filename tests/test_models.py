@@ -16,7 +16,7 @@ from hvae_compress import codec, models
 from hvae_compress.cli import main as cli_main
 from hvae_compress.files import list_images
 from hvae_compress.models.data import RandomCrops, split_holdout
-from hvae_compress.models.grow import widen_latents
+from hvae_compress.models.grow import deepen_decoder, widen_latents
 from hvae_compress.models.hvae import to_pixels_uint8
 from hvae_compress.models.layers import ResBlock
 from hvae_compress.models.train import (
@@ -292,18 +292,48 @@ def test_latents_can_only_be_widened(tiny_model):
         widen_latents(tiny_model, (4, 2, 4))
 
 
-def test_training_widens_an_initial_model(tmp_path, training_folder):
+def test_a_deepened_decoder_codes_the_same_image_and_symbols(tiny_model):
+    deeper = deepen_decoder(tiny_model, (1, 0, 3))
+    assert deeper.config.decoder_blocks == (1, 0, 3)
+    pixels = (torch.rand(1, 3, 64, 96) * 255).to(torch.uint8)
+    rate = rate_codes(tiny_model, batch=1)
+    before = compress_all(tiny_model, pixels, rate, reconstruct=True)
+    after = compress_all(deeper, pixels, rate, reconstruct=True)
+    assert torch.equal(before["pixels"], after["pixels"])
+    for key in ("symbols", "indexes"):
+        for old, new in zip(before[key], after[key], strict=True):
+            assert torch.equal(old, new)
+
+
+def test_new_decoder_blocks_learn_from_the_first_step(tiny_model):
+    deeper = deepen_decoder(tiny_model, (0, 0, 2)).train()
+    x = torch.rand(2, 3, 64, 64)
+    distortion = (deeper(x, rate_codes(deeper))["x_hat"] - x).square().mean()
+    distortion.backward()
+    new_block = deeper.decoder_blocks[2][1]
+    assert new_block.conv2.weight.grad.abs().sum() > 0
+
+
+def test_decoder_blocks_can_only_be_added(tiny_model):
+    with pytest.raises(ValueError, match="one entry per level"):
+        deepen_decoder(tiny_model, (0, 1))
+    with pytest.raises(ValueError, match="from 1 to 0"):
+        deepen_decoder(tiny_model, (0, 0, 0))
+
+
+def test_training_grows_an_initial_model(tmp_path, training_folder):
     tiny_training(tmp_path / "a", training_folder, steps=5)
     start = str(tmp_path / "a" / "checkpoint.pt")
-    tiny_training(
-        tmp_path / "b", training_folder, 10, init=start, latent_channels=[4, 4, 8]
-    )
+    grown = dict(latent_channels=[4, 4, 8], decoder_blocks=[0, 1, 2])
+    tiny_training(tmp_path / "b", training_folder, 10, init=start, **grown)
     model, _ = models.load_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert model.config.latent_channels == (4, 4, 8)
-    with pytest.raises(ValueError, match="widen a model with --init"):
-        tiny_training(
-            tmp_path / "c", training_folder, 15, resume=start, latent_channels=[4, 4, 8]
-        )
+    assert model.config.decoder_blocks == (0, 1, 2)
+    for flag, value in grown.items():
+        with pytest.raises(ValueError, match="grow a model with --init"):
+            tiny_training(
+                tmp_path / "c", training_folder, 15, resume=start, **{flag: value}
+            )
 
 
 def test_decompress_without_symbols_uses_prior_means(tiny_model):
