@@ -56,12 +56,7 @@ def widen_latents(
     at least the model's own), computing the same image and the same symbols
     for the old channels; the new ones start unused."""
     config = model.config
-    latent_channels = tuple(latent_channels)
-    if len(latent_channels) != config.num_levels:
-        raise ValueError(
-            f"latent channels need one entry per level ({config.num_levels}), "
-            f"got {len(latent_channels)}"
-        )
+    latent_channels = _one_per_level(config, latent_channels, "latent channels")
     for level, (old, new) in enumerate(
         zip(config.latent_channels, latent_channels, strict=True)
     ):
@@ -99,12 +94,7 @@ def deepen_decoder(
     first, each at least the model's own), computing the same image and the same
     symbols: the new blocks come after the old ones and start as the identity."""
     config = model.config
-    decoder_blocks = tuple(decoder_blocks)
-    if len(decoder_blocks) != config.num_levels:
-        raise ValueError(
-            f"decoder blocks need one entry per level ({config.num_levels}), "
-            f"got {len(decoder_blocks)}"
-        )
+    decoder_blocks = _one_per_level(config, decoder_blocks, "decoder blocks")
     for level, (old, new) in enumerate(
         zip(config.decoder_blocks, decoder_blocks, strict=True)
     ):
@@ -119,3 +109,12 @@ def deepen_decoder(
     deeper.load_state_dict(state)
     deeper.refresh_grids()
     return deeper.train(model.training)
+
+
+def _one_per_level(config, values, what: str) -> tuple[int, ...]:
+    values = tuple(values)
+    if len(values) != config.num_levels:
+        raise ValueError(
+            f"{what} need one entry per level ({config.num_levels}), got {len(values)}"
+        )
+    return values
