@@ -64,16 +64,27 @@ def rd_point(model, images: list[torch.Tensor], code: int) -> tuple[float, float
     return float(np.mean(bpp)), float(np.mean(quality))
 
 
+def labels(paths: list[str]) -> list[str]:
+    """Short distinct names: file names, or with as many parent folders as it
+    takes to tell them apart (two runs' ``checkpoint.pt``: ``A/checkpoint.pt``)."""
+    parts = [Path(path).parts for path in paths]
+    for depth in range(1, max(map(len, parts)) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    raise ValueError("the same checkpoint is given twice")
+
+
 def study(checkpoints: list[str], count: int, codes: list[int]) -> dict:
     from hvae_compress import codec
     from hvae_compress.evaluation.curves import bd_rate
 
     images, curves = None, {}
-    for path in checkpoints:
+    for path, label in zip(checkpoints, labels(checkpoints), strict=True):
         model = codec.Codec(path, "cpu", precision="fp32").model.float().eval()
         images = images or photos(count, model.config.top_stride)
         points = [rd_point(model, images, code) for code in codes]
-        curves[Path(path).name] = {
+        curves[label] = {
             "bpp": [round(b, 5) for b, _ in points],
             "psnr": [round(p, 4) for _, p in points],
         }
