@@ -85,6 +85,15 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
         "codes, so that it learns higher qualities (none: keep its range)",
     )
     add(
+        "--latent-layers",
+        type=int_list,
+        metavar="N_top,...,N_bottom",
+        help="latent layers per level, top first (with --init: add layers after "
+        "a level's own, each new one sending zeros at first; a level's first "
+        "layers take their channels from --latent-channels; none: keep the "
+        "model's or the preset's)",
+    )
+    add(
         "--latent-channels",
         type=int_list,
         metavar="C_top,...,C_bottom",

@@ -28,6 +28,7 @@ class TrainOptions:
     ema_decay: float = 0.999
     lmbda: float | None = None
     extend_lmbda: float | None = None
+    latent_layers: list[int] | None = None
     latent_channels: list[int] | None = None
     decoder_blocks: list[int] | None = None
     layer_weights: list[float] | None = None

@@ -33,7 +33,12 @@ from .checkpoint import (
 from .config import HVAEConfig, get_config
 from .data import RandomCrops, split_holdout, to_tensor
 from .exact import native_bf16
-from .grow import deepen_decoder, widen_latents
+from .grow import (
+    add_latent_layers,
+    deepen_decoder,
+    widen_latents,
+    with_latent_layers,
+)
 from .hvae import HierarchicalVAE, build_model, pad_to_stride
 from .loss import RateDistortionLoss, psnr
 from .options import TrainOptions
@@ -177,6 +182,8 @@ def _load_start(opts: TrainOptions):
         checkpoint = _extended(checkpoint, opts.extend_lmbda)
         weights = "ema_state_dict" if "ema_state_dict" in checkpoint else "state_dict"
         model = model_from_checkpoint(checkpoint, weights)
+        if opts.latent_layers:
+            model = add_latent_layers(model, opts.latent_layers, opts.latent_channels)
         if opts.latent_channels:
             model = widen_latents(model, opts.latent_channels)
         if opts.decoder_blocks:
@@ -186,6 +193,8 @@ def _load_start(opts: TrainOptions):
     config = get_config(opts.model)
     if opts.extend_lmbda is not None:
         config = config.extended_to(opts.extend_lmbda)
+    if opts.latent_layers:
+        config = with_latent_layers(config, opts.latent_layers, opts.latent_channels)
     if opts.latent_channels:
         config = replace(config, latent_channels=tuple(opts.latent_channels))
     if opts.decoder_blocks:
@@ -196,7 +205,7 @@ def _load_start(opts: TrainOptions):
 
 def _check_resumed_shape(config, opts: TrainOptions) -> None:
     """A resumed run's optimizer state fits only the shapes it was saved with."""
-    for name in ("latent_channels", "decoder_blocks"):
+    for name in ("latent_layers", "latent_channels", "decoder_blocks"):
         wanted = getattr(opts, name)
         if wanted and getattr(config, name) != tuple(wanted):
             flag = "--" + name.replace("_", "-")

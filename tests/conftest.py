@@ -24,7 +24,7 @@ needs_shared = pytest.mark.skipif(
 )
 
 
-def make_tiny_model(seed: int = 0) -> models.HierarchicalVAE:
+def make_tiny_model(seed: int = 0, config="tiny") -> models.HierarchicalVAE:
     """An untrained tiny model whose posterior means and scales are stirred up.
 
     Its weights come from numpy's PCG64 generator, whose uniform doubles are the
@@ -41,7 +41,7 @@ def make_tiny_model(seed: int = 0) -> models.HierarchicalVAE:
         values = rng.random(like.numel()) * 2 - 1
         return torch.from_numpy(values * bound).float().view_as(like)
 
-    model = models.build_model("tiny")
+    model = models.build_model(config)
     with torch.no_grad():
         for _, parameter in sorted(model.named_parameters()):
             if not parameter.any():

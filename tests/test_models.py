@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ from hvae_compress import codec, models
 from hvae_compress.cli import main as cli_main
 from hvae_compress.files import list_images
 from hvae_compress.models.data import RandomCrops, split_holdout
-from hvae_compress.models.grow import deepen_decoder, widen_latents
+from hvae_compress.models.grow import add_latent_layers, deepen_decoder, widen_latents
 from hvae_compress.models.hvae import to_pixels_uint8
 from hvae_compress.models.layers import ResBlock
 from hvae_compress.models.train import (
@@ -290,6 +291,68 @@ def test_latents_can_only_be_widened(tiny_model):
         widen_latents(tiny_model, (4, 4))
     with pytest.raises(ValueError, match="from 4 to 2"):
         widen_latents(tiny_model, (4, 2, 4))
+    with pytest.raises(ValueError, match="level 2 has no latent layers"):
+        widen_latents(tiny_without_the_finest_layer(), (4, 4, 4))
+
+
+def tiny_without_the_finest_layer() -> models.HierarchicalVAE:
+    """The tiny model with no latent layer at its finest level, like ``base``."""
+    config = dataclasses.replace(
+        models.get_config("tiny"),
+        latent_layers=(1, 1, 0),
+        latent_channels=(4, 4, 0),
+        scale_widths=(16, 16, 0),
+    )
+    return make_tiny_model(config=config)
+
+
+@pytest.mark.parametrize(
+    "start, layers, positions",
+    [("tiny", (2, 1, 1), [0, 2, 3]), ("no finest layer", (1, 1, 1), [0, 1])],
+)
+def test_added_latent_layers_code_the_same_image_and_the_old_layers_symbols(
+    start, layers, positions
+):
+    model = make_tiny_model() if start == "tiny" else tiny_without_the_finest_layer()
+    grown = add_latent_layers(model, layers, (4, 4, 6))
+    assert grown.config.latent_layers == layers
+    pixels = (torch.rand(1, 3, 64, 96) * 255).to(torch.uint8)
+    # Distinct betas per layer: each must reach its layer's weights in the grown model.
+    rate = torch.tensor([[2000, *range(-3, -3 + model.num_layers)]])
+    grown_rate = torch.zeros(1, 1 + grown.num_layers, dtype=torch.int64)
+    grown_rate[:, 0] = rate[:, 0]
+    grown_rate[:, [1 + p for p in positions]] = rate[:, 1:]
+    before = compress_all(model, pixels, rate, reconstruct=True)
+    after = compress_all(grown, pixels, grown_rate, reconstruct=True)
+    assert torch.equal(before["pixels"], after["pixels"])
+    for old, new in enumerate(positions):
+        for key in ("symbols", "indexes"):
+            assert torch.equal(after[key][new], before[key][old])
+    added = [i for i in range(grown.num_layers) if i not in positions]
+    for layer in added:
+        assert not after["symbols"][layer].any()
+        zero = models.latent_likelihood(
+            torch.zeros(()), torch.zeros(()), after["scales"][layer]
+        )
+        assert (-torch.log2(zero) < 0.01).all()
+
+
+def test_an_added_latent_layer_gets_a_gradient_from_the_image():
+    grown = add_latent_layers(tiny_without_the_finest_layer(), (1, 1, 1), (4, 4, 6))
+    grown.train().rounded_latents = True
+    x = torch.rand(2, 3, 64, 64)
+    distortion = (grown(x, rate_codes(grown))["x_hat"] - x).square().mean()
+    distortion.backward()
+    assert grown.latent_blocks[2][0].posterior_head.weight.grad.abs().sum() > 0
+
+
+def test_latent_layers_can_only_be_added_and_new_levels_need_channels(tiny_model):
+    with pytest.raises(ValueError, match="one entry per level"):
+        add_latent_layers(tiny_model, (1, 1))
+    with pytest.raises(ValueError, match="from 1 to 0"):
+        add_latent_layers(tiny_model, (1, 1, 0))
+    with pytest.raises(ValueError, match="need a number of latent channels"):
+        add_latent_layers(tiny_without_the_finest_layer(), (1, 1, 1))
 
 
 def test_a_deepened_decoder_codes_the_same_image_and_symbols(tiny_model):
@@ -324,9 +387,12 @@ def test_decoder_blocks_can_only_be_added(tiny_model):
 def test_training_grows_an_initial_model(tmp_path, training_folder):
     tiny_training(tmp_path / "a", training_folder, steps=5)
     start = str(tmp_path / "a" / "checkpoint.pt")
-    grown = dict(latent_channels=[4, 4, 8], decoder_blocks=[0, 1, 2])
+    grown = dict(
+        latent_layers=[1, 2, 1], latent_channels=[4, 4, 8], decoder_blocks=[0, 1, 2]
+    )
     tiny_training(tmp_path / "b", training_folder, 10, init=start, **grown)
     model, _ = models.load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert model.config.latent_layers == (1, 2, 1)
     assert model.config.latent_channels == (4, 4, 8)
     assert model.config.decoder_blocks == (0, 1, 2)
     for flag, value in grown.items():
