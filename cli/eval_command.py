@@ -76,7 +76,8 @@ def add_eval_parser(sub, common: argparse.ArgumentParser) -> None:
         metavar="JSON",
         default=None,
         help="results in CompressAI's format; baselines go to <stem>-<codec>.json and "
-        "the BD-rate table to <stem>-bd-rate.json beside it",
+        "the BD-rate table (and each setting's bpp against the baselines' at the "
+        "same PSNR) to <stem>-bd-rate.json beside it",
     )
     add("--csv", metavar="CSV", default=None, help="one row per image and setting")
     add(

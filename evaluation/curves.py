@@ -105,6 +105,27 @@ def bd_rate_table(test: dict, others: dict[str, dict]) -> dict[str, float]:
     }
 
 
+def rate_gaps(test: dict, anchor: dict) -> list[float]:
+    """Each point of ``test`` against ``anchor`` at its own PSNR, in percent:
+    its bpp over the anchor's (interpolated linearly in log bpp between the
+    anchor's points), less one; negative means fewer bits. NaN where the
+    anchor's curve does not reach that PSNR. Both curves {"bpp", "psnr"}.
+
+    Where BD-rate averages over a range, this tells which qualities lead and
+    which trail."""
+    order = np.argsort(anchor["psnr"])
+    anchor_psnr = np.asarray(anchor["psnr"], float)[order]
+    anchor_log_bpp = np.log(np.asarray(anchor["bpp"], float)[order])
+    gaps = []
+    for bpp, psnr in zip(test["bpp"], test["psnr"], strict=True):
+        if not anchor_psnr[0] <= psnr <= anchor_psnr[-1]:
+            gaps.append(math.nan)
+            continue
+        anchor_bpp = math.exp(np.interp(psnr, anchor_psnr, anchor_log_bpp))
+        gaps.append(100 * (bpp / anchor_bpp - 1))
+    return gaps
+
+
 def as_curve(summary: dict) -> dict:
     """A summarized result -> {"bpp", "psnr"} like an anchor."""
     return {"bpp": summary["results"]["bpp"], "psnr": summary["results"]["psnr-rgb"]}

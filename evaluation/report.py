@@ -30,9 +30,21 @@ def write_outputs(
         for name, summary in summaries.items():
             if name != ours:
                 _write_json(out.with_name(f"{out.stem}-{name}.json"), summary)
+        settings = summaries[ours]["settings"]
+        gaps = {
+            name: {
+                setting: None if math.isnan(gap) else gap
+                for setting, gap in zip(settings, values, strict=True)
+            }
+            for name, values in result.rate_gaps.items()
+        }
         _write_json(
             out.with_name(f"{out.stem}-bd-rate.json"),
-            {"test": ours, "bd_rate_percent": result.bd_rates},
+            {
+                "test": ours,
+                "bd_rate_percent": result.bd_rates,
+                "rate_gap_percent": gaps,
+            },
         )
     if csv:
         _write_csv(Path(csv), records)
@@ -165,6 +177,17 @@ def format_report(result: Evaluation) -> str:
                 )
             )
             add(f"  {setting:<24} {points}")
+    if result.rate_gaps:
+        add(
+            f"\n{ours}: bpp against each baseline's at the same PSNR, in % "
+            "(negative = fewer bits; - where its curve does not reach)"
+        )
+        names = list(result.rate_gaps)
+        add(f"  {'setting':<24} " + " ".join(f"{n:>9}" for n in names))
+        for i, setting in enumerate(summaries[ours]["settings"]):
+            gaps = (result.rate_gaps[n][i] for n in names)
+            cells = ("-" if math.isnan(g) else f"{g:+.1f}" for g in gaps)
+            add(f"  {setting:<24} " + " ".join(f"{c:>9}" for c in cells))
     if result.bd_rates:
         add(f"\nBD-rate of {ours} (negative = fewer bits at equal PSNR)")
         for name, value in result.bd_rates.items():

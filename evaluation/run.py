@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .curves import as_curve, bd_rate_table, load_anchors, summarize
+from .curves import as_curve, bd_rate_table, load_anchors, rate_gaps, summarize
 from .measure import CLASSICAL_CODECS, RateSetting, evaluate_classical, evaluate_model
 
 
@@ -22,6 +22,9 @@ class Evaluation:
         summaries: per codec, the curve in CompressAI's results format.
         anchors: published curves, {name: {"bpp", "psnr"}}.
         bd_rates: BD-rate of our model against each baseline and anchor (%).
+        rate_gaps: per baseline, each of our settings' bpp against the
+            baseline's at the same PSNR (%, `curves.rate_gaps`), in the order
+            of our summary's settings.
         reused: the baselines whose curves an earlier run measured, and the
             files they came from.
     """
@@ -31,6 +34,7 @@ class Evaluation:
     summaries: dict[str, dict]
     anchors: dict[str, dict] = field(default_factory=dict)
     bd_rates: dict[str, float] = field(default_factory=dict)
+    rate_gaps: dict[str, list[float]] = field(default_factory=dict)
     reused: dict[str, Path] = field(default_factory=dict)
 
 
@@ -93,8 +97,10 @@ def evaluate(
         summaries[name] = measured_baseline(found, name, paths)
     published = load_anchors(anchors) if anchors else {}
     others = {n: as_curve(s) for n, s in summaries.items() if n != codec.name}
-    bd_rates = bd_rate_table(summaries[codec.name], {**others, **published})
-    return Evaluation(codec.name, records, summaries, published, bd_rates, reused)
+    ours = summaries[codec.name]
+    bd_rates = bd_rate_table(ours, {**others, **published})
+    gaps = {name: rate_gaps(as_curve(ours), curve) for name, curve in others.items()}
+    return Evaluation(codec.name, records, summaries, published, bd_rates, gaps, reused)
 
 
 def measured_baseline(records: list[dict], name: str, paths: list[Path]) -> dict:

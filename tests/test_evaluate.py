@@ -207,6 +207,33 @@ def test_bd_rate_of_ten_percent_more_bits_is_ten_percent():
     )
 
 
+def test_rate_gaps_compare_each_point_at_its_own_psnr():
+    anchor = {"bpp": [0.9, 0.1, 0.25, 0.5], "psnr": [36.0, 27.0, 30.0, 33.0]}
+    # Between anchor points the rate is interpolated in log bpp: 0.5 * sqrt(1.8).
+    test = {"bpp": [0.11, 0.25, 0.5 * 1.8**0.5, 2.0], "psnr": [27.0, 31.5, 34.5, 40.0]}
+    gaps = evaluation.curves.rate_gaps(test, anchor)
+    assert gaps[0] == pytest.approx(10)
+    assert gaps[1] < 0  # the anchor needs more than 0.25 bpp above 30 dB
+    assert gaps[2] == pytest.approx(0, abs=1e-9)
+    assert math.isnan(gaps[3])  # beyond the anchor's highest PSNR
+
+
+def test_the_eval_reports_each_settings_rate_against_the_baselines(eval_run):
+    gaps = json.loads((eval_run / "results-bd-rate.json").read_text())[
+        "rate_gap_percent"
+    ]
+    ours, jpeg = (
+        json.loads((eval_run / f"results{suffix}.json").read_text())
+        for suffix in ("", "-jpeg")
+    )
+    assert list(gaps) == ["jpeg"] and list(gaps["jpeg"]) == ours["settings"]
+    expected = evaluation.curves.rate_gaps(
+        evaluation.curves.as_curve(ours), evaluation.curves.as_curve(jpeg)
+    )
+    for found, gap in zip(gaps["jpeg"].values(), expected, strict=True):
+        assert found == (None if math.isnan(gap) else pytest.approx(gap))
+
+
 def test_bd_rate_without_overlap_is_nan():
     assert math.isnan(
         evaluation.bd_rate(
