@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import subprocess
 import sys
@@ -219,21 +220,28 @@ def test_bfloat16_encoding_writes_files_that_decode_in_every_precision(tiny_mode
 
 
 @pytest.mark.parametrize("quality", [25, 75])
-def test_bfloat16_encoding_gives_the_shipped_model_the_same_size_and_psnr(quality):
-    """Same file size and quality as float32 encoding, on a natural image: where
-    the CPU has native bf16 it is the default encoder."""
+def test_bfloat16_encoding_gives_the_shipped_model_the_same_rate_distortion(quality):
+    """Where the CPU has native bf16 it is the default encoder: its file must lie
+    on the float32 encoder's quality curve (log bytes against PSNR, between the
+    qualities 5 below and 5 above), at about the same size. The thirteenth
+    release's bf16 file of kodim05 at quality 25 is 2.0 % larger and 0.08 dB
+    better: a step along the curve, 0.003 dB off it."""
     image = KODAK / "kodim05.png" if KODAK.is_dir() else natural_image(256, 384)
     fp32, bf16 = (
         codec.Codec(models.DEFAULT_MODEL, "cpu", precision=p) for p in ("fp32", "bf16")
     )
     source = np.asarray(Image.open(image)) if KODAK.is_dir() else image
-    sizes, psnrs = [], []
-    for coder in (fp32, bf16):
+
+    def point(coder, quality):
         data = coder.encode(image, quality=quality)
-        sizes.append(len(data))
-        psnrs.append(psnr(source, pixels(fp32.decode(data))))
-    assert abs(sizes[1] / sizes[0] - 1) < 0.02
-    assert abs(psnrs[1] - psnrs[0]) < 0.1
+        return math.log(len(data)), psnr(source, pixels(fp32.decode(data)))
+
+    below, same, above = (point(fp32, q) for q in (quality - 5, quality, quality + 5))
+    log_bytes, quality_db = point(bf16, quality)
+    assert below[0] < log_bytes < above[0]
+    on_curve = np.interp(log_bytes, [below[0], above[0]], [below[1], above[1]])
+    assert abs(quality_db - on_curve) < 0.05
+    assert abs(log_bytes - same[0]) < 0.05
 
 
 @pytest.mark.parametrize(
