@@ -256,7 +256,7 @@ PRESETS: dict[str, HVAEConfig] = {
         encoder_blocks=(1, 1, 2, 2, 1),
         latent_layers=(1, 1, 2, 2, 0),
         latent_channels=(16, 16, 24, 16, 0),
-        decoder_blocks=(0, 0, 0, 1, 2),
+        decoder_blocks=(0, 0, 0, 1, 3),
         scale_widths=(96, 96, 96, 64, 0),
     ),
 }
