@@ -56,8 +56,8 @@ _UNUSED_SCALE = 1.1
 # New posterior means start at this fraction of a new model's: far from
 # rounding to a nonzero symbol, yet with a gradient from the first step.
 _POSTERIOR_START = 0.01
-# The scale network's weights whose inputs are a layer's symbols.
-_SYMBOL_INPUTS = "symbol_embedding.weight"
+# The scale network's merge of a layer's symbols (weights, bias, grid).
+_SYMBOL_INPUTS = ".symbol_embedding."
 # The weights whose inputs are the rate positions: lambda's, then one per layer.
 _RATE_INPUTS = ("embedding.mlp.0.weight", "scale_network.rate_in.weight")
 
@@ -78,23 +78,15 @@ def widen_latents(
     wider = HierarchicalVAE(
         dataclasses.replace(config, latent_channels=latent_channels)
     )
-    unused_logit = inverse_softplus(math.log(_UNUSED_SCALE))
     state = wider.state_dict()
     for name, old in model.state_dict().items():
         grown = state[name]
         if grown.shape == old.shape:
             state[name] = old.clone()
             continue
-        if name.endswith(_SYMBOL_INPUTS):
-            grown.zero_()
-        elif ".posterior_head." in name:
-            grown.mul_(_POSTERIOR_START)
-        elif name.startswith("scale_network.") and name.endswith("head.bias"):
-            grown.fill_(unused_logit)
+        _start_unused(name, grown)
         grown[tuple(slice(0, n) for n in old.shape)] = old
-    wider.load_state_dict(state)
-    wider.refresh_grids()
-    return wider.train(model.training)
+    return _loaded(wider, state, model.training)
 
 
 def with_latent_layers(
@@ -137,30 +129,22 @@ def add_latent_layers(
     nothing."""
     config = with_latent_layers(model.config, latent_layers, latent_channels)
     grown = HierarchicalVAE(config)
-    unused_logit = inverse_softplus(math.log(_UNUSED_SCALE))
     old_state = model.state_dict()
     moved = [1 + i for i in _old_layer_positions(model.config, config)]
     state = grown.state_dict()
     for name, value in state.items():
         old = old_state.get(name)
-        if old is not None and old.shape == value.shape:
+        if old is None:  # a new module's
+            _start_unused(name, value)
+        elif old.shape == value.shape:
             state[name] = old.clone()
         elif name in _RATE_INPUTS:
             value.zero_()
             value[:, 0] = old[:, 0]
             value[:, moved] = old[:, 1:]
-        elif old is not None:
+        else:
             raise ValueError(f"{name}: cannot grow from {tuple(old.shape)}")
-        # A new module from here on.
-        elif ".posterior_head." in name:
-            value.mul_(_POSTERIOR_START)
-        elif name.endswith("z_embedding.bias") or ".symbol_embedding." in name:
-            value.zero_()
-        elif name.startswith("scale_network.") and name.endswith("head.bias"):
-            value.fill_(unused_logit)
-    grown.load_state_dict(state)
-    grown.refresh_grids()
-    return grown.train(model.training)
+    return _loaded(grown, state, model.training)
 
 
 def _old_layer_positions(old: HVAEConfig, new: HVAEConfig) -> list[int]:
@@ -183,9 +167,26 @@ def deepen_decoder(
     deeper = HierarchicalVAE(dataclasses.replace(config, decoder_blocks=decoder_blocks))
     state = deeper.state_dict()
     state.update({name: old.clone() for name, old in model.state_dict().items()})
-    deeper.load_state_dict(state)
-    deeper.refresh_grids()
-    return deeper.train(model.training)
+    return _loaded(deeper, state, model.training)
+
+
+def _start_unused(name: str, value) -> None:
+    """Set a new weight (or the new part of a grown one, which the old values
+    then overwrite) so that what it adds starts unused: zero posterior means
+    (nearly: they still get a gradient), the smallest scales, and nothing merged
+    into the scale network's state or, for a new layer, the decoder's."""
+    if ".posterior_head." in name:
+        value.mul_(_POSTERIOR_START)
+    elif name.endswith("z_embedding.bias") or _SYMBOL_INPUTS in name:
+        value.zero_()
+    elif name.startswith("scale_network.") and name.endswith("head.bias"):
+        value.fill_(inverse_softplus(math.log(_UNUSED_SCALE)))
+
+
+def _loaded(model: HierarchicalVAE, state: dict, training: bool) -> HierarchicalVAE:
+    model.load_state_dict(state)
+    model.refresh_grids()
+    return model.train(training)
 
 
 def _added_per_level(config, field: str, values) -> tuple[int, ...]:
