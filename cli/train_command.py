@@ -19,6 +19,7 @@ from .arguments import (
     positive_float,
     positive_int,
     quality_list,
+    share,
     unit_fraction,
 )
 from .paths import check_output_folders
@@ -117,8 +118,16 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
     )
     add(
         "--random-beta-share",
-        type=float,
+        type=share,
+        metavar="S",
         help="share of images whose betas are drawn at random per layer",
+    )
+    add(
+        "--top-lambda-share",
+        type=share,
+        metavar="S",
+        help="share of images whose lambda is drawn from the upper half of the "
+        "range (the high qualities) instead of the whole range",
     )
     add(
         "--rounded-latents",

@@ -33,6 +33,7 @@ class TrainOptions:
     decoder_blocks: list[int] | None = None
     layer_weights: list[float] | None = None
     random_beta_share: float = 0.3
+    top_lambda_share: float = 0.0
     rounded_latents: bool = True
     precision: str = "auto"
     channels_last: bool = True

@@ -87,13 +87,19 @@ def mean_over_processes(tensors: list[torch.Tensor]) -> None:
 def sample_rate_codes(
     batch: int, model: HierarchicalVAE, opts: TrainOptions, device
 ) -> torch.Tensor:
-    """Per-image rate codes (B, 1 + L): lambda log-uniform over the range, betas
-    mostly 1 with a share drawn log-uniformly per layer."""
+    """Per-image rate codes (B, 1 + L): lambda log-uniform over the range (a
+    share of images over its upper half only), betas mostly 1 with a share
+    drawn log-uniformly per layer."""
     config, num_layers = model.config, model.num_layers
     if opts.lmbda is not None:
         lmbda = torch.full((batch, 1), config.lmbda_code(opts.lmbda))
     else:
-        lmbda = torch.randint(0, config.lmbda_top_code + 1, (batch, 1))
+        top = config.lmbda_top_code
+        lmbda = torch.randint(0, top + 1, (batch, 1))
+        if opts.top_lambda_share:  # drawn only when asked: runs replay as before
+            upper = torch.randint(top // 2, top + 1, (batch, 1))
+            chosen = torch.rand(batch, 1) < opts.top_lambda_share
+            lmbda = torch.where(chosen, upper, lmbda)
     if opts.layer_weights is not None:
         fixed = [config.beta_code(b) for b in opts.layer_weights]
         betas = torch.tensor(fixed).expand(batch, num_layers)

@@ -359,6 +359,8 @@ def test_bad_arguments_exit_with_usage_errors(capsys):
         ["eval", "kodak", "--qualities", "50,high"],
         ["train", "shard", "--out", "run", "--val-qualities", "-1"],
         ["train", "shard", "--out", "run", "--min-scale", "0"],
+        ["train", "shard", "--out", "run", "--random-beta-share", "1.5"],
+        ["train", "shard", "--out", "run", "--top-lambda-share", "-0.1"],
         ["frobnicate"],
         [],
     ):

@@ -554,6 +554,25 @@ def test_rate_codes_are_sampled_over_the_configured_ranges(tiny_model):
     assert 0.3 < share_random < 0.5  # half chosen, each with random layers
 
 
+def test_a_share_of_lambdas_can_be_drawn_from_the_top_of_the_range(tiny_model):
+    top = tiny_model.config.lmbda_top_code
+
+    def lmbda_codes(share):
+        options = TrainOptions(data=[], out="", top_lambda_share=share)
+        return sample_rate_codes(4096, tiny_model, options, "cpu")[:, 0]
+
+    def upper_half(codes):
+        return (codes >= top // 2).float().mean()
+
+    assert 0.45 < upper_half(lmbda_codes(0.0)) < 0.55
+    # Half the images from the upper half, the other half over the whole range.
+    tilted = lmbda_codes(0.5)
+    assert 0.7 < upper_half(tilted) < 0.8
+    assert tilted.min() < top // 8 and tilted.max() > top * 7 // 8
+    only_top = lmbda_codes(1.0)
+    assert only_top.min() >= top // 2 and only_top.max() <= top
+
+
 def test_training_can_extend_the_lambda_range_of_a_model(tmp_path, training_folder):
     tiny_training(tmp_path / "a", training_folder, steps=5)
     tiny_training(
