@@ -602,7 +602,10 @@ def _estimated_bits(symbols: torch.Tensor, scales: torch.Tensor) -> float:
 
 def _cropped(pixels: torch.Tensor, height: int, width: int) -> np.ndarray:
     """(1, 3, H, W) uint8 -> (height, width, 3), the image without its padding."""
-    return pixels[0, :, :height, :width].permute(1, 2, 0).cpu().numpy()
+    # Made contiguous by torch: Pillow copies the cropped view itself, about ten
+    # times slower (0.17 s against 0.02 s for 12 megapixels, 2 threads).
+    rgb = pixels[0, :, :height, :width].permute(1, 2, 0).contiguous()
+    return rgb.cpu().numpy()
 
 
 # --- module-level convenience functions --------------------------------------------
