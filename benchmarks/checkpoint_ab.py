@@ -11,13 +11,16 @@ decodes (every latent rounded): the rate is the information content of the
 symbols under the model's prior (the bitstream's length up to the coding
 tables' precision), the PSNR that of the 8-bit pixels. One curve per
 checkpoint over the same λ codes (checkpoints carry no quality calibration),
-and each one's BD-rate against the first. The photos were trained on, but
-among 1,511 photos seen as random crops that favours no arm.
+each one's BD-rate against the first, and at each code its rate against the
+first's curve at the same PSNR (which end of the range a change helps). The
+photos were trained on, but among 1,511 photos seen as random crops that
+favours no arm.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +78,26 @@ def labels(paths: list[str]) -> list[str]:
     raise ValueError("the same checkpoint is given twice")
 
 
+def compare(curves: dict) -> None:
+    """Add to each curve its BD-rate against the first curve and, at each of its
+    points, its rate against the first curve at the same PSNR (None where that
+    curve does not reach)."""
+    from hvae_compress.evaluation.curves import bd_rate, rate_gaps
+
+    first = next(iter(curves.values()))
+    for curve in curves.values():
+        curve["bd_rate_vs_first"] = round(
+            bd_rate(curve["bpp"], curve["psnr"], first["bpp"], first["psnr"]), 3
+        )
+        gaps = rate_gaps(curve, first)
+        # + 0.0: the first curve's own gaps read 0.00, not -0.00.
+        curve["rate_gap_vs_first"] = [
+            None if math.isnan(g) else round(g, 2) + 0.0 for g in gaps
+        ]
+
+
 def study(checkpoints: list[str], count: int, codes: list[int]) -> dict:
     from hvae_compress import codec
-    from hvae_compress.evaluation.curves import bd_rate
 
     images, curves = None, {}
     for path, label in zip(checkpoints, labels(checkpoints), strict=True):
@@ -88,11 +108,7 @@ def study(checkpoints: list[str], count: int, codes: list[int]) -> dict:
             "bpp": [round(b, 5) for b, _ in points],
             "psnr": [round(p, 4) for _, p in points],
         }
-    first = next(iter(curves.values()))
-    for curve in curves.values():
-        curve["bd_rate_vs_first"] = round(
-            bd_rate(curve["bpp"], curve["psnr"], first["bpp"], first["psnr"]), 3
-        )
+    compare(curves)
     return {
         "machine": machine(),
         "photos": count,
@@ -121,6 +137,17 @@ def markdown(results: dict) -> str:
             for b, p in zip(curve["bpp"], curve["psnr"], strict=True)
         )
         lines.append(f"| {name} | {cells} | {curve['bd_rate_vs_first']:+.2f} % |")
+    lines += [
+        "",
+        "Rate against the first checkpoint's curve at the same PSNR, per λ code "
+        "(negative: fewer bits; - where that curve does not reach):",
+        "",
+        "| checkpoint | " + " | ".join(f"λ code {c}" for c in codes) + " |",
+        "| --- | " + " | ".join("---:" for _ in codes) + " |",
+    ]
+    for name, curve in results["checkpoints"].items():
+        gaps = ("-" if g is None else f"{g:+.2f} %" for g in curve["rate_gap_vs_first"])
+        lines.append(f"| {name} | " + " | ".join(gaps) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.checkpoint_ab import labels, rd_point
+from benchmarks.checkpoint_ab import compare, labels, markdown, rd_point
 from hvae_compress import codec
 from hvae_compress.evaluation.metrics import psnr
 
@@ -39,3 +39,22 @@ def test_checkpoint_ab_measures_what_the_codec_codes():
     assert bpp * 48 * 80 == pytest.approx(sum(report.estimated_bits), rel=1e-5)
     decoded = np.asarray(coder.decode(report.data))
     assert quality == pytest.approx(psnr(pixels, decoded), abs=1e-4)
+
+
+def test_checkpoint_ab_tells_which_end_of_the_range_an_arm_helps():
+    curves = {
+        "start.pt": {"bpp": [0.1, 0.4], "psnr": [26.0, 30.0]},
+        "arm.pt": {"bpp": [0.1, 0.9], "psnr": [26.5, 32.0]},
+    }
+    compare(curves)
+    assert curves["start.pt"]["rate_gap_vs_first"] == [0.0, 0.0]
+    # The start's curve reaches 26.5 dB at 0.1 * 4 ** (0.5 / 4) bpp: the arm's
+    # 0.1 takes 15.91 % less; 32 dB lies beyond the start's curve.
+    assert curves["arm.pt"]["rate_gap_vs_first"] == [-15.91, None]
+    results = {
+        "machine": {"date": "today"},
+        "photos": 2,
+        "lambda_codes": [28, 4096],
+        "checkpoints": curves,
+    }
+    assert "| arm.pt | -15.91 % | - |" in markdown(results)
