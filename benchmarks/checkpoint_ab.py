@@ -118,37 +118,48 @@ def study(checkpoints: list[str], count: int, codes: list[int]) -> dict:
 
 
 def markdown(results: dict) -> str:
-    codes = results["lambda_codes"]
+    codes, curves = results["lambda_codes"], results["checkpoints"]
+    points = {
+        name: [
+            f"{b:.4f} / {p:.2f}"
+            for b, p in zip(curve["bpp"], curve["psnr"], strict=True)
+        ]
+        + [f"{curve['bd_rate_vs_first']:+.2f} %"]
+        for name, curve in curves.items()
+    }
+    gaps = {
+        name: ["-" if g is None else f"{g:+.2f} %" for g in curve["rate_gap_vs_first"]]
+        for name, curve in curves.items()
+    }
+    columns = [f"λ code {c}" for c in codes]
     lines = [
         "# Checkpoint A/B on training photos",
         "",
-        f"`python -m benchmarks.checkpoint_ab {' '.join(results['checkpoints'])}`"
+        f"`python -m benchmarks.checkpoint_ab {' '.join(curves)}`"
         f", {results['machine']['date']}: "
         f"{results['photos']} photos of train/04, float32, every latent rounded; "
         "bpp from the prior's information content, PSNR of the 8-bit pixels; "
         "BD-rate against the first checkpoint (negative: fewer bits).",
         "",
-        "| checkpoint | " + " | ".join(f"λ code {c}" for c in codes) + " | BD-rate |",
-        "| --- | " + " | ".join("---:" for _ in codes) + " | ---: |",
-    ]
-    for name, curve in results["checkpoints"].items():
-        cells = " | ".join(
-            f"{b:.4f} / {p:.2f}"
-            for b, p in zip(curve["bpp"], curve["psnr"], strict=True)
-        )
-        lines.append(f"| {name} | {cells} | {curve['bd_rate_vs_first']:+.2f} % |")
-    lines += [
+        *_table([*columns, "BD-rate"], points),
         "",
         "Rate against the first checkpoint's curve at the same PSNR, per λ code "
         "(negative: fewer bits; - where that curve does not reach):",
         "",
-        "| checkpoint | " + " | ".join(f"λ code {c}" for c in codes) + " |",
-        "| --- | " + " | ".join("---:" for _ in codes) + " |",
+        *_table(columns, gaps),
     ]
-    for name, curve in results["checkpoints"].items():
-        gaps = ("-" if g is None else f"{g:+.2f} %" for g in curve["rate_gap_vs_first"])
-        lines.append(f"| {name} | " + " | ".join(gaps) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _table(columns: list[str], rows: dict[str, list[str]]) -> list[str]:
+    """Markdown table lines: a checkpoint column, then right-aligned cells."""
+    lines = [
+        "| checkpoint | " + " | ".join(columns) + " |",
+        "| --- | " + " | ".join("---:" for _ in columns) + " |",
+    ]
+    return lines + [
+        f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows.items()
+    ]
 
 
 def main(argv=None) -> None:
