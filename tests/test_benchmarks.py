@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from benchmarks.checkpoint_ab import compare, labels, markdown, rd_point
+from benchmarks.int8_decoder_study import float_decoder_in_int8, uint8_activations
 from hvae_compress import codec
 from hvae_compress.evaluation.metrics import psnr
 
@@ -58,3 +59,26 @@ def test_checkpoint_ab_tells_which_end_of_the_range_an_arm_helps():
         "checkpoints": curves,
     }
     assert "| arm.pt | -15.91 % | - |" in markdown(results)
+
+
+def test_int8_decoder_study_quantises_only_the_float_network():
+    # The study's numbers are meaningful only if the simulated int8 reaches the
+    # float network's convolutions (the pixels change) and not the exact scale
+    # network's (the symbols still read back: a changed scale would desync the
+    # stream), and if everything is restored afterwards.
+    coder = codec.Codec(make_tiny_model(seed=3), device="cpu", precision="fp32")
+    pixels = natural_image(48, 80, seed=5)
+    data = coder.encode(pixels, quality=60)
+    before = np.asarray(coder.decode(data))
+    with float_decoder_in_int8((0, 2, 3)):
+        simulated = np.asarray(coder.decode(data))
+    assert not np.array_equal(simulated, before)
+    assert np.array_equal(np.asarray(coder.decode(data)), before)
+
+
+def test_uint8_activations_keep_256_levels_and_zero():
+    x = torch.linspace(-1.0, 3.0, 1000).reshape(1, 1, 10, 100)
+    levels = uint8_activations(x, (0, 1, 2, 3))
+    assert levels.unique().numel() == 256
+    assert (levels - x).abs().max() <= 4 / 255 / 2 + 1e-6
+    assert uint8_activations(torch.zeros(1, 1, 2, 2), (0, 2, 3)).eq(0).all()
