@@ -3,10 +3,10 @@
     python -m benchmarks.int8_decoder_study [--images N] [--qualities 25,55,85,100]
     # writes benchmarks/int8_decoder_study.{json,md}
 
-Decoding spends most of its time in the float network's convolutions (the
+Decoding spends much of its time in the float network's convolutions (the
 decoder's residual blocks at strides 4 and 8), and an int8 convolution with
 exact int32 sums runs several times faster than a float32 one on CPUs with
-VNNI or AMX (issue 15's notes). Only the pixels depend on that network: the
+VNNI or AMX. Only the pixels depend on that network: the
 symbols are read with the exact scale network, which this leaves alone. So the
 question is what 8-bit weights and activations cost in PSNR if the trained
 model is quantised as it is (post-training quantisation), the cheapest way
