@@ -111,6 +111,14 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
         "identity; none: keep the model's or the preset's)",
     )
     add(
+        "--encoder-blocks",
+        type=int_list,
+        metavar="N_top,...,N_bottom",
+        help="the encoder's residual blocks per level, top first, before each "
+        "level's features are taken (with --init: add blocks as --decoder-blocks "
+        "does; they cost encoding time only)",
+    )
+    add(
         "--layer-weights",
         type=float_list,
         metavar="W_top,...,W_bottom",

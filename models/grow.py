@@ -1,6 +1,6 @@
 """Growing a trained model: more latent channels, which start out unused, more
-latent layers, which start out sending zeros, or more decoder blocks, which
-start as the identity.
+latent layers, which start out sending zeros, or more decoder or encoder
+blocks, which start as the identity.
 
 The rate range of a model ends where its latents run out of room: a decoder
 that sees only so many latent elements per pixel reconstructs no better than a
@@ -38,7 +38,9 @@ it saw. The old layers keep their symbols and the image stays the same.
 ones last). A new block's last convolution and modulation start at zero, so
 it is the identity: the image and the symbols are what they were (the scale
 network does not see the decoder), and training gives it a gradient from the
-first step.
+first step. `deepen_encoder` does the same in the encoder, before each level's
+features are taken: the features, and so the symbols and the image, are what
+they were; it costs encoding time only (decoders never run the encoder).
 """
 
 from __future__ import annotations
@@ -162,9 +164,19 @@ def deepen_decoder(
     """A copy of ``model`` with ``decoder_blocks`` residual blocks per level (top
     first, each at least the model's own), computing the same image and the same
     symbols: the new blocks come after the old ones and start as the identity."""
-    config = model.config
-    decoder_blocks = _added_per_level(config, "decoder_blocks", decoder_blocks)
-    deeper = HierarchicalVAE(dataclasses.replace(config, decoder_blocks=decoder_blocks))
+    return _deepened(model, "decoder_blocks", decoder_blocks)
+
+
+def deepen_encoder(
+    model: HierarchicalVAE, encoder_blocks: tuple[int, ...]
+) -> HierarchicalVAE:
+    """`deepen_decoder` for the encoder's residual blocks per level."""
+    return _deepened(model, "encoder_blocks", encoder_blocks)
+
+
+def _deepened(model: HierarchicalVAE, field: str, blocks) -> HierarchicalVAE:
+    blocks = _added_per_level(model.config, field, blocks)
+    deeper = HierarchicalVAE(dataclasses.replace(model.config, **{field: blocks}))
     state = deeper.state_dict()
     state.update({name: old.clone() for name, old in model.state_dict().items()})
     return _loaded(deeper, state, model.training)

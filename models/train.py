@@ -36,6 +36,7 @@ from .exact import native_bf16
 from .grow import (
     add_latent_layers,
     deepen_decoder,
+    deepen_encoder,
     widen_latents,
     with_latent_layers,
 )
@@ -194,6 +195,8 @@ def _load_start(opts: TrainOptions):
             model = widen_latents(model, opts.latent_channels)
         if opts.decoder_blocks:
             model = deepen_decoder(model, opts.decoder_blocks)
+        if opts.encoder_blocks:
+            model = deepen_encoder(model, opts.encoder_blocks)
         info = checkpoint.get("train_info", {})
         return model, copy.deepcopy(model), checkpoint["step"], None, info
     config = get_config(opts.model)
@@ -205,13 +208,16 @@ def _load_start(opts: TrainOptions):
         config = replace(config, latent_channels=tuple(opts.latent_channels))
     if opts.decoder_blocks:
         config = replace(config, decoder_blocks=tuple(opts.decoder_blocks))
+    if opts.encoder_blocks:
+        config = replace(config, encoder_blocks=tuple(opts.encoder_blocks))
     model = build_model(config)
     return model, copy.deepcopy(model), 0, None, {}
 
 
 def _check_resumed_shape(config, opts: TrainOptions) -> None:
     """A resumed run's optimizer state fits only the shapes it was saved with."""
-    for name in ("latent_layers", "latent_channels", "decoder_blocks"):
+    grown = ("latent_layers", "latent_channels", "decoder_blocks", "encoder_blocks")
+    for name in grown:
         wanted = getattr(opts, name)
         if wanted and getattr(config, name) != tuple(wanted):
             flag = "--" + name.replace("_", "-")

@@ -17,7 +17,12 @@ from hvae_compress import codec, models
 from hvae_compress.cli import main as cli_main
 from hvae_compress.files import list_images
 from hvae_compress.models.data import RandomCrops, split_holdout
-from hvae_compress.models.grow import add_latent_layers, deepen_decoder, widen_latents
+from hvae_compress.models.grow import (
+    add_latent_layers,
+    deepen_decoder,
+    deepen_encoder,
+    widen_latents,
+)
 from hvae_compress.models.hvae import to_pixels_uint8
 from hvae_compress.models.layers import ResBlock
 from hvae_compress.models.train import (
@@ -355,9 +360,15 @@ def test_latent_layers_can_only_be_added_and_new_levels_need_channels(tiny_model
         add_latent_layers(tiny_without_the_finest_layer(), (1, 1, 1))
 
 
-def test_a_deepened_decoder_codes_the_same_image_and_symbols(tiny_model):
-    deeper = deepen_decoder(tiny_model, (1, 0, 3))
-    assert deeper.config.decoder_blocks == (1, 0, 3)
+DEEPEN = {"decoder_blocks": deepen_decoder, "encoder_blocks": deepen_encoder}
+
+
+@pytest.mark.parametrize("field", DEEPEN)
+def test_a_deepened_model_codes_the_same_image_and_symbols(tiny_model, field):
+    own = getattr(tiny_model.config, field)
+    blocks = (own[0] + 1, own[1], own[2] + 2)
+    deeper = DEEPEN[field](tiny_model, blocks)
+    assert getattr(deeper.config, field) == blocks
     pixels = (torch.rand(1, 3, 64, 96) * 255).to(torch.uint8)
     rate = rate_codes(tiny_model, batch=1)
     before = compress_all(tiny_model, pixels, rate, reconstruct=True)
@@ -368,33 +379,41 @@ def test_a_deepened_decoder_codes_the_same_image_and_symbols(tiny_model):
             assert torch.equal(old, new)
 
 
-def test_new_decoder_blocks_learn_from_the_first_step(tiny_model):
-    deeper = deepen_decoder(tiny_model, (0, 0, 2)).train()
+@pytest.mark.parametrize("field", DEEPEN)
+def test_new_blocks_learn_from_the_first_step(tiny_model, field):
+    own = getattr(tiny_model.config, field)
+    deeper = DEEPEN[field](tiny_model, (*own[:2], own[2] + 1)).train()
     x = torch.rand(2, 3, 64, 64)
     distortion = (deeper(x, rate_codes(deeper))["x_hat"] - x).square().mean()
     distortion.backward()
-    new_block = deeper.decoder_blocks[2][1]
+    new_block = getattr(deeper, field)[2][own[2]]
     assert new_block.conv2.weight.grad.abs().sum() > 0
 
 
-def test_decoder_blocks_can_only_be_added(tiny_model):
+@pytest.mark.parametrize("field", DEEPEN)
+def test_blocks_can_only_be_added(tiny_model, field):
+    own = getattr(tiny_model.config, field)
     with pytest.raises(ValueError, match="one entry per level"):
-        deepen_decoder(tiny_model, (0, 1))
+        DEEPEN[field](tiny_model, own[:2])
     with pytest.raises(ValueError, match="from 1 to 0"):
-        deepen_decoder(tiny_model, (0, 0, 0))
+        DEEPEN[field](tiny_model, (*own[:2], 0))
 
 
 def test_training_grows_an_initial_model(tmp_path, training_folder):
     tiny_training(tmp_path / "a", training_folder, steps=5)
     start = str(tmp_path / "a" / "checkpoint.pt")
     grown = dict(
-        latent_layers=[1, 2, 1], latent_channels=[4, 4, 8], decoder_blocks=[0, 1, 2]
+        latent_layers=[1, 2, 1],
+        latent_channels=[4, 4, 8],
+        decoder_blocks=[0, 1, 2],
+        encoder_blocks=[1, 1, 2],
     )
     tiny_training(tmp_path / "b", training_folder, 10, init=start, **grown)
     model, _ = models.load_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert model.config.latent_layers == (1, 2, 1)
     assert model.config.latent_channels == (4, 4, 8)
     assert model.config.decoder_blocks == (0, 1, 2)
+    assert model.config.encoder_blocks == (1, 1, 2)
     for flag, value in grown.items():
         with pytest.raises(ValueError, match="grow a model with --init"):
             tiny_training(
