@@ -26,10 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .run import machine, write_results
+from .run import machine, study_photos, write_results
 
 HERE = Path(__file__).resolve().parent
-PHOTOS = HERE.parent.parent / "shared" / "datasets" / "train" / "04"
 # Spread over the λ range: qualities 1, 10, 40, 70 and 100 of the ninth release.
 CODES = (28, 295, 1100, 2120, 4096)
 
@@ -39,9 +38,8 @@ def photos(count: int, stride: int) -> list[torch.Tensor]:
     multiples of ``stride``."""
     from PIL import Image
 
-    paths = sorted(PHOTOS.glob("*.jpg"))
     chosen = []
-    for path in paths[:: max(1, len(paths) // count)][:count]:
+    for path in study_photos(count):
         rgb = np.asarray(Image.open(path).convert("RGB"))
         rows, cols = rgb.shape[:2]
         height, width = rows // stride * stride, cols // stride * stride

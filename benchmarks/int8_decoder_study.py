@@ -38,10 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules import conv as torch_conv
 
-from .run import machine, write_results
+from .run import machine, study_photos, write_results
 
 HERE = Path(__file__).resolve().parent
-PHOTOS = HERE.parent.parent / "shared" / "datasets" / "train" / "04"
 BF16 = "bfloat16 decode"
 WAYS = {
     "weights int8": None,
@@ -102,8 +101,7 @@ def study(count: int, qualities: list[float]) -> dict:
 
     coder = codec.Codec(None, "cpu", precision="fp32")
     bf16_decoder = codec.Codec(None, "cpu", precision="bf16")
-    photos = sorted(PHOTOS.glob("*.jpg"))
-    paths = photos[:: max(1, len(photos) // count)][:count]
+    paths = study_photos(count)
     columns = ("float32", BF16, *WAYS)
     table = {q: {way: [] for way in columns} for q in qualities}
     for path in paths:

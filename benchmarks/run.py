@@ -39,6 +39,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 KODAK = REPO.parent / "shared" / "datasets" / "kodak"
 TRAIN = REPO.parent / "shared" / "datasets" / "train" / "00"
+# The studies measure on training photos, never on Kodak.
+STUDY_PHOTOS = REPO.parent / "shared" / "datasets" / "train" / "04"
 QUALITIES = {"low": 10, "medium": 50, "high": 90}
 LARGE_SIZE = (4000, 3000)
 
@@ -53,6 +55,12 @@ def large_image() -> Image.Image:
     return (
         Image.open(source).convert("RGB").resize(LARGE_SIZE, Image.Resampling.LANCZOS)
     )
+
+
+def study_photos(count: int) -> list[Path]:
+    """``count`` photos of train/04 spread evenly over its sorted names."""
+    paths = sorted(STUDY_PHOTOS.glob("*.jpg"))
+    return paths[:: max(1, len(paths) // count)][:count]
 
 
 def median_seconds(function, runs: int) -> float:

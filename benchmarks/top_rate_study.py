@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .run import machine, write_results
+from .run import machine, study_photos, write_results
 
 HERE = Path(__file__).resolve().parent
-PHOTOS = HERE.parent.parent / "shared" / "datasets" / "train" / "04"
 WAYS = ("rounded (the codec)", "two finest layers unrounded", "all layers unrounded")
 
 
@@ -64,8 +63,7 @@ def study(count: int, qualities: list[float]) -> dict:
     coder = codec.Codec(None, "cpu", precision="fp32")
     layers = coder.config.num_latent_layers
     starts = dict(zip(WAYS, (layers, layers - 2, 0), strict=True))
-    photos = sorted(PHOTOS.glob("*.jpg"))
-    paths = photos[:: max(1, len(photos) // count)][:count]
+    paths = study_photos(count)
     table = {q: {way: [] for way in (*WAYS, "bpp")} for q in qualities}
     for path in paths:
         rgb = np.asarray(Image.open(path).convert("RGB"))
