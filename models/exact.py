@@ -21,13 +21,19 @@ How. Every number on this path lies on a power-of-two grid, held in float32:
   absolute products stays below ``2**24``. float32 holds every such integer
   exactly, so any summation order -- any kernel, SIMD width, thread count or
   device -- gives the same sum. Scaling by powers of two is exact; rounding is
-  explicit (`snap`, half to even), never left to the hardware.
+  explicit (half to even), never left to the hardware.
+
+The layers compute in the integers themselves (*units*): inputs, weights and
+bias as integers, the output as integers of the finer unit, rounded once to
+the next layer's grid. The numbers are the same as computing on the scaled
+values, with fewer passes over the maps: rounding an input that is already on
+its grid, and rescaling it, would change nothing.
 
 Float64 would give more headroom but runs convolutions 2.4-14x slower on CPUs;
 8-bit weights and activations keep the exact path as fast as the float one, and
 training with the rounding in place (straight-through gradients) makes the
-network at home on the grid. Outputs are rounded to their grid once more after
-each convolution, which also absorbs the tiny errors of algorithms such as
+network at home on the grid. Outputs are rounded to integers once more after
+each convolution, which absorbs the tiny errors of algorithms such as
 Winograd's if a backend ever picks one. `exact_mode` switches off the reduced
 precision modes (TF32, bf16) that some backends allow for float32.
 """
@@ -62,21 +68,13 @@ def pow2(exponent: torch.Tensor) -> torch.Tensor:
     return (biased << 23).view(torch.float32)
 
 
-def snap(x: torch.Tensor, frac: int | torch.Tensor) -> torch.Tensor:
-    """Round x to the multiples of 2**-frac (frac: an int or a broadcastable tensor)."""
-    if isinstance(frac, int):
-        scale = math.ldexp(1.0, frac)
-    else:
-        scale = pow2(frac).to(x.dtype)
-    if x.requires_grad:
-        return round_ste(x * scale) / scale
-    # Coding: one temporary, not three (the maps are large).
-    return (x * scale).round_().div_(scale)
-
-
 @dataclass(frozen=True)
 class Grid:
-    """The grid of a layer's input: integers in [low, high] times 2**-frac."""
+    """The grid of a layer's input: integers in [low, high] times 2**-frac.
+
+    The scale network computes in these integers, its *units*: a value v on
+    the grid is held as v * 2**frac (integers in float32, or int16).
+    """
 
     frac: int
     low: int
@@ -86,19 +84,28 @@ class Grid:
     def max_units(self) -> int:
         return max(abs(self.low), abs(self.high))
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        unit = math.ldexp(1.0, -self.frac)
-        on_grid = snap(x, self.frac)
-        if on_grid.requires_grad:
-            return on_grid.clamp(self.low * unit, self.high * unit)
-        return on_grid.clamp_(self.low * unit, self.high * unit)
+    def units(self, x: torch.Tensor) -> torch.Tensor:
+        """Values -> units on this grid: rounded (half to even) and clamped."""
+        return self.clamp(round_ste(x * math.ldexp(1.0, self.frac)))
+
+    def clamp(self, units: torch.Tensor) -> torch.Tensor:
+        """Units clamped to [low, high], in place where no gradient needs them."""
+        if units.requires_grad:
+            return units.clamp(self.low, self.high)
+        return units.clamp_(self.low, self.high)
 
 
 class ExactConv2d(nn.Module):
     """A convolution (or a transposed one) on a grid, exact in float32.
 
+    It computes in units: its input in units of its grid, its weights and bias
+    as integers, so every output is an integer (in units of ``2**-(frac +
+    f_c)`` for output channel c), summed exactly. `on_grid` rounds the output
+    to the grid of the next layer, `values` scales it to the numbers it stands
+    for; both are exact scalings by powers of two around one rounding.
+
     Args:
-        grid: the grid its input is rounded and clamped to.
+        grid: the grid its input is clamped to (the input is in its units).
         transposed: a transposed convolution with kernel = stride (patch_up).
     """
 
@@ -152,28 +159,46 @@ class ExactConv2d(nn.Module):
             frac = frac - too_big.double()
         self.weight_frac.copy_(frac)
 
-    def grid_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weights and bias rounded to their grids (straight-through in training)."""
+    def unit_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weights and bias as integers in their units (straight-through in
+        training): weights in [-127, 127], the bias in the output's units."""
         if self.training:
             self.refresh_grid()
         frac = self.weight_frac
         shape = (1, -1, 1, 1) if self.transposed else (-1, 1, 1, 1)
-        weight = snap(self.weight, frac.view(shape))
-        bias = snap(self.bias, frac + self.grid.frac)
+        weight = round_ste(self.weight * pow2(frac).view(shape))
+        bias = round_ste(self.bias * pow2(frac + self.grid.frac))
         return weight, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.grid(x)
-        weight, bias = self.grid_parameters()
+        """Input units (clamped here to the grid's range) -> output units."""
+        x = x.clamp(self.grid.low, self.grid.high)
+        weight, bias = self.unit_parameters()
         if self.transposed:
             y = F.conv_transpose2d(x, weight, bias, stride=self.kernel_size)
         else:
             y = F.conv2d(x, weight, bias, padding=self.kernel_size // 2)
         if not self.training:
-            # Exact sums are already on the grid; this only absorbs the errors of
-            # a non-exact algorithm, should a backend choose one.
-            y = snap(y, (self.weight_frac + self.grid.frac).view(1, -1, 1, 1))
+            # Exact sums are integers already; this only absorbs the errors of a
+            # non-exact algorithm, should a backend choose one.
+            y = y.round_()
         return y
+
+    def _to_output_units(self, frac: int) -> torch.Tensor:
+        """Per output channel, 2**(frac - the output's frac), shaped to broadcast."""
+        return pow2(frac - self.grid.frac - self.weight_frac).view(1, -1, 1, 1)
+
+    def on_grid(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
+        """The output rounded to ``grid`` (half to even) and clamped, in its units."""
+        y, scale = self(x), self._to_output_units(grid.frac)
+        if y.requires_grad:
+            return grid.clamp(round_ste(y * scale))
+        return grid.clamp(y.mul_(scale).round_())  # coding: no temporaries
+
+    def values(self, x: torch.Tensor) -> torch.Tensor:
+        """The output as the numbers it stands for (exact)."""
+        y, scale = self(x), self._to_output_units(0)
+        return y * scale if y.requires_grad else y.mul_(scale)
 
 
 def native_bf16(device: torch.device) -> bool:

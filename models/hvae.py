@@ -56,7 +56,7 @@ from torch import nn
 from .config import BETA_CODES_PER_OCTAVE, LMBDA_CODES, HVAEConfig, get_config
 from .exact import ExactConv2d, round_ste
 from .layers import RateEmbedding, ResBlock, conv1x1, conv3x3, patch_down, patch_up
-from .scales import ScaleNetwork, on_units, to_units
+from .scales import ScaleNetwork, on_int16
 from .tiling import Tiler, run_whole
 
 # (layer index, table indexes of that layer) -> symbols, or None for "not sent".
@@ -300,12 +300,14 @@ class HierarchicalVAE(nn.Module):
         scales = self.scale_network
         batch = rate.shape[0]
         state = _filled(self.initial_state.to(cond.dtype), batch, grid)
-        # Coding holds the scale state as int16 units (exact, half the memory);
-        # training needs it in floats for the gradients.
+        # Coding holds the scale state (integer units) as int16: exact, half the
+        # memory; training needs it in floats for the gradients.
         compact = not torch.is_grad_enabled()
-        held = on_units if compact else _unchanged
+        held = on_int16 if compact else _unchanged
         initial = scales.initial_state()
-        scale_state = _filled(to_units(initial) if compact else initial, batch, grid)
+        if compact:
+            initial = initial.to(torch.int16)
+        scale_state = _filled(initial, batch, grid)
         layer = 0
         for level in range(self.finest_latent_level + 1):
             stride = self.config.stride(level)

@@ -41,32 +41,23 @@ SIGNED = Grid(5, -255, 255)  # the state into a resampling convolution
 SYMBOLS = Grid(0, -127, 127)  # the symbols of a layer, clamped
 
 
-def to_units(state: torch.Tensor) -> torch.Tensor:
-    """A state on the STATE grid -> its grid units as int16 (exact)."""
-    return (state * 2**STATE.frac).to(torch.int16)
+def on_int16(step):
+    """``step``, which takes the state first and returns the new state (alone
+    or first of a tuple), as a step on states held as int16.
 
-
-def to_state(units: torch.Tensor) -> torch.Tensor:
-    """int16 grid units -> the float32 state (exact)."""
-    return units.float() * 2.0**-STATE.frac
-
-
-def on_units(step):
-    """``step``, which takes a float state first and returns the new state
-    (alone or first of a tuple), as a step on states held in int16 units.
-
-    Coding holds the scale network's state so: exactly the same numbers in
-    half the memory of float32, which matters at the finest latent level.
+    The state is in STATE units, integers of 16 bits: coding holds it so,
+    exactly the same numbers in half the memory of float32, which matters at
+    the finest latent level.
     """
 
     @functools.wraps(step)
-    def step_on_units(units, *args, **kwargs):
-        out = step(to_state(units), *args, **kwargs)
+    def step_on_int16(state, *args, **kwargs):
+        out = step(state.float(), *args, **kwargs)
         if isinstance(out, tuple):
-            return (to_units(out[0]), *out[1:])
-        return to_units(out)
+            return (out[0].to(torch.int16), *out[1:])
+        return out.to(torch.int16)
 
-    return step_on_units
+    return step_on_int16
 
 
 def positions_grid(lmbda_top_code: int) -> Grid:
@@ -123,17 +114,22 @@ class ScaleBlock(nn.Module):
 
     @_float32
     def prior(self, state, cond):
-        """state (B, W, h, w), cond (B, D, 1, 1) -> (new state, logits (B, C, h, w))."""
-        h = STATE(self.conv1(F.relu(state))) + STATE(self.shift(cond))
-        state = STATE(state + STATE(self.conv2(F.relu(h))))
-        return state, self.head(F.relu(state))
+        """state (B, W, h, w) in STATE units, cond (B, D, 1, 1) in ACTIVATION
+        units -> (new state, logits (B, C, h, w)).
+
+        The convolutions' ACTIVATION grid clamps their inputs to [0, 255]
+        units: that is the ReLU (and the STATE grid has the same unit).
+        """
+        h = self.conv1.on_grid(state, STATE) + self.shift.on_grid(cond, STATE)
+        state = STATE.clamp(state + self.conv2.on_grid(h, STATE))
+        return state, self.head.values(state)
 
     @_float32
     def merge(self, state, symbols):
         """Add the layer's symbols (B, C, h, w), integers or rounded, to the state."""
         if self.symbol_embedding is None:
             return state
-        return STATE(state + STATE(self.symbol_embedding(symbols)))
+        return STATE.clamp(state + self.symbol_embedding.on_grid(symbols, STATE))
 
 
 class ScaleNetwork(nn.Module):
@@ -181,18 +177,20 @@ class ScaleNetwork(nn.Module):
 
     @_float32
     def embed(self, positions):
-        """Rate positions (B, 1 + L) -> the rate embedding (B, D, 1, 1)."""
-        hidden = self.rate_in(positions[:, :, None, None])
-        return F.relu(self.rate_hidden(F.relu(hidden)))
+        """Rate positions (B, 1 + L) -> the rate embedding (B, D, 1, 1), in
+        ACTIVATION units (after the ReLU)."""
+        units = self.rate_in.grid.units(positions[:, :, None, None])
+        hidden = self.rate_in.on_grid(units, ACTIVATION)
+        return self.rate_hidden.on_grid(hidden, ACTIVATION)
 
     def initial_state(self) -> torch.Tensor:
-        """The state before the top layer, (1, W, 1, 1) on the grid."""
-        return STATE(self.initial.float())
+        """The state before the top layer, (1, W, 1, 1) in STATE units."""
+        return STATE.units(self.initial.float())
 
     def resample(self, state: torch.Tensor, level: int) -> torch.Tensor:
         """From ``level`` to the next finer one (stride / 2)."""
         with torch.autocast(state.device.type, enabled=False):
-            return STATE(self.upsample[level](state.float()))
+            return self.upsample[level].on_grid(state.float(), STATE)
 
     def scales(self, logits: torch.Tensor) -> torch.Tensor:
         """Continuous prior scales in [scale_min, scale_max] (training, estimates)."""
