@@ -501,9 +501,13 @@ def pad_to_stride(x: torch.Tensor, stride: int) -> torch.Tensor:
     """Repeat the last row and column of (..., H, W) maps of any dtype until H
     and W are multiples of ``stride`` (the model's input sizes)."""
     height, width = x.shape[-2:]
-    rows = torch.arange(height + -height % stride, device=x.device)
-    cols = torch.arange(width + -width % stride, device=x.device)
-    return x[..., rows.clamp(max=height - 1)[:, None], cols.clamp(max=width - 1)]
+    padded = (height + -height % stride, width + -width % stride)
+    # Block copies: several times faster than gathering with index maps.
+    out = x.new_empty((*x.shape[:-2], *padded))
+    out[..., :height, :width] = x
+    out[..., height:, :width] = x[..., -1:, :]
+    out[..., :, width:] = out[..., :, width - 1 : width]
+    return out
 
 
 def _filled(value: torch.Tensor, batch: int, grid) -> torch.Tensor:
