@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -163,9 +162,14 @@ def remove_worktree(folder: Path) -> None:
 
 
 def summary(runs: list[dict]) -> dict:
-    """The median time and the highest peak memory of one case's runs."""
+    """The fastest time and the highest peak memory of one case's runs.
+
+    The fastest: on a shared machine other work only ever adds time (one
+    afternoon, runs of one case spread by up to 1.8x), so the minimum is the
+    best estimate of the code's own cost.
+    """
     return {
-        "seconds": statistics.median(run["seconds"] for run in runs),
+        "seconds": min(run["seconds"] for run in runs),
         "peak_mb": max(run["peak_mb"] for run in runs),
         "runs": len(runs),
     }
@@ -176,7 +180,7 @@ def run_rounds(cases: dict, source, folder, tag, threads, repeats) -> tuple:
     processes, ``repeats`` rounds in which the cases take turns, so that a slow
     stretch of a shared machine falls on all of them alike (one case's runs
     back to back measured the first case up to 1.5x slower than the same code
-    later on). Per case: the median time and the highest peak of each
+    later on). Per case: the fastest time and the highest peak of each
     direction, and the coded and decoded files ("-" where none is written)."""
     runs = {name: {"encode": [], "decode": []} for name in cases}
     files = {}
@@ -271,7 +275,7 @@ def markdown(results: dict) -> str:
         "# Large photos (4000x2667 mosaic of four Kodak images, quality 50 / 75)",
         "",
         "Written by `python -m benchmarks.large`; each case a fresh process, "
-        f"{results['threads']} torch threads. Time of the coding call (median of "
+        f"{results['threads']} torch threads. Time of the coding call (fastest of "
         f"{results['repeats']} runs, the cases taking turns); peak = the "
         "highest of their peak resident memories (imports, model and image "
         "included). "
@@ -346,7 +350,7 @@ def main(argv=None) -> None:
         "--repeats",
         type=int,
         default=3,
-        help="runs of each 12-megapixel case; the median time is kept (the "
+        help="runs of each 12-megapixel case; the fastest time is kept (the "
         "50-megapixel cases run once)",
     )
     parser.add_argument("--tile", type=int, default=512, help="our tile size (px)")
