@@ -119,6 +119,16 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
         "does; they cost encoding time only)",
     )
     add(
+        "--scale-activation-units",
+        type=int,
+        metavar="N",
+        help="top of the exact scale network's activation grid, in units: 127 "
+        "(7 bits) lets coding run its convolutions in int8, exact on every CPU "
+        "and several times faster where it has VNNI or AMX; with --init or "
+        "--resume the model switches to it and fine-tunes (none: keep the "
+        "model's or the preset's, 255)",
+    )
+    add(
         "--layer-weights",
         type=float_list,
         metavar="W_top,...,W_bottom",

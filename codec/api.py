@@ -18,6 +18,7 @@ from PIL import Image
 
 from .. import models
 from ..entropy import AnsBackend, CorruptStreamError, GaussianTables, build_tables
+from ..models.config import DEFAULT_ACTIVATION_UNITS
 from . import target
 from .container import (
     HASH_BYTES,
@@ -102,9 +103,17 @@ def _tensor_bytes(tensor: torch.Tensor) -> bytes:
     )
 
 
-def model_fingerprint(state_dict: dict, tables: GaussianTables) -> bytes:
-    """First bytes of the SHA-256 of the stored weights and the coding tables."""
+def model_fingerprint(
+    state_dict: dict, tables: GaussianTables, config: models.HVAEConfig
+) -> bytes:
+    """First bytes of the SHA-256 of the stored weights, the coding tables and
+    the config fields that change decoding without changing a weight."""
     digest = hashlib.sha256()
+    if config.scale_activation_units != DEFAULT_ACTIVATION_UNITS:
+        # Left out at the default, so that earlier releases keep their fingerprints.
+        digest.update(
+            f"scale_activation_units:{config.scale_activation_units}".encode()
+        )
     for name in sorted(state_dict):
         tensor = state_dict[name]
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
@@ -184,7 +193,7 @@ def _load(model) -> tuple[models.HierarchicalVAE, GaussianTables, bytes]:
     """A model name, path or instance -> (network, coding tables, fingerprint)."""
     if isinstance(model, models.HierarchicalVAE):
         tables = tables_for(model.config)
-        fingerprint = model_fingerprint(model.state_dict(), tables)
+        fingerprint = model_fingerprint(model.state_dict(), tables, model.config)
         # A copy: moving it to a device or memory format must not touch the caller's.
         return copy.deepcopy(model).eval(), tables, fingerprint
     if model is None:
@@ -196,7 +205,8 @@ def _load(model) -> tuple[models.HierarchicalVAE, GaussianTables, bytes]:
     key = _weights_key(checkpoint)
     network = models.model_from_checkpoint(checkpoint, key)
     tables = _tables_of(checkpoint, network.config)
-    return network, tables, model_fingerprint(checkpoint[key], tables)
+    fingerprint = model_fingerprint(checkpoint[key], tables, network.config)
+    return network, tables, fingerprint
 
 
 class Codec:

@@ -31,6 +31,10 @@ def split_quality_code(code: int) -> tuple[int, int]:
     return max(code, 0), max(-code, 0)
 
 
+# The scale network's activations: 8 bits, as in every release before the 7-bit option.
+DEFAULT_ACTIVATION_UNITS = 255
+
+
 @dataclass(frozen=True)
 class HVAEConfig:
     """Architecture and rate range of a hierarchical VAE.
@@ -60,6 +64,9 @@ class HVAEConfig:
         scale_widths: channels of the exact scale network at each level
             (levels below the last latent layer are unused).
         scale_cond_dim: width of the scale network's rate embedding.
+        scale_activation_units: top of the scale network's activation grid,
+            in units: 255 (8 bits, the releases so far) or at most 127 (7
+            bits, which int8 kernels sum exactly on every CPU).
     """
 
     name: str
@@ -80,6 +87,7 @@ class HVAEConfig:
     num_scales: int = 128
     scale_widths: tuple[int, ...] = ()
     scale_cond_dim: int = 32
+    scale_activation_units: int = DEFAULT_ACTIVATION_UNITS
 
     def __post_init__(self):
         per_level = (
@@ -111,6 +119,10 @@ class HVAEConfig:
         ):
             raise ValueError(
                 f"config {self.name!r}: quality_codes needs 101 rising quality codes"
+            )
+        if not 0 < self.scale_activation_units <= 255:
+            raise ValueError(
+                f"config {self.name!r}: scale_activation_units must be in [1, 255]"
             )
         if not 0 < self.scale_min < self.scale_max or self.num_scales < 2:
             raise ValueError(f"config {self.name!r}: needs 0 < scale_min < scale_max")

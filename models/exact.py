@@ -53,6 +53,9 @@ ACCUMULATOR_UNITS = 2**24  # float32 holds every integer of magnitude below this
 # The bound is checked on rounded float64 sums; keep a safety factor of 2.
 _ACCUMULATOR_BUDGET = ACCUMULATOR_UNITS // 2
 _MAX_WEIGHT_FRAC = 30  # finest weight grid (all-zero channels end here)
+# Inputs of at most 7 bits: oneDNN's int8 kernels for CPUs without VNNI add
+# products in byte pairs held in int16, which saturates for 255 * 127 * 2.
+INT8_INPUT_UNITS = 127
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -129,7 +132,13 @@ class ExactConv2d(nn.Module):
         fan_in = in_channels * (1 if transposed else kernel_size**2)
         nn.init.uniform_(self.weight, -(fan_in**-0.5), fan_in**-0.5)
         self.register_buffer("weight_frac", torch.zeros(out_channels))
+        self._int8_weights = None  # oneDNN's packed int8 weights, made on first use
         self.refresh_grid()
+
+    def __getstate__(self) -> dict:
+        # oneDNN's packed weights can be neither copied nor pickled: a copy
+        # packs its own on first use.
+        return {**self.__dict__, "_int8_weights": None}
 
     def _per_output(self, weight: torch.Tensor) -> torch.Tensor:
         """Weights as (out_channels, everything that sums into one output)."""
@@ -158,6 +167,7 @@ class ExactConv2d(nn.Module):
                 break
             frac = frac - too_big.double()
         self.weight_frac.copy_(frac)
+        self._int8_weights = None
 
     def unit_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Weights and bias as integers in their units (straight-through in
@@ -172,6 +182,8 @@ class ExactConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Input units (clamped here to the grid's range) -> output units."""
+        if self._runs_int8(x):
+            return self._int8_forward(x)
         x = x.clamp(self.grid.low, self.grid.high)
         weight, bias = self.unit_parameters()
         if self.transposed:
@@ -183,6 +195,40 @@ class ExactConv2d(nn.Module):
             # non-exact algorithm, should a backend choose one.
             y = y.round_()
         return y
+
+    def _runs_int8(self, x: torch.Tensor) -> bool:
+        """Coding on a CPU with an input grid of 7 bits: int8 kernels compute the
+        same integer sums, several times faster where the CPU has VNNI or AMX
+        (`benchmarks/int8_scale_study.md`)."""
+        return (
+            _ONEDNN_INT8
+            and not self.training
+            and not self.transposed
+            and not x.requires_grad
+            and x.device.type == "cpu"
+            and 0 <= self.grid.low <= self.grid.high <= INT8_INPUT_UNITS
+        )
+
+    def _int8_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` with uint8 inputs, int8 weights and int32 sums (float32 out,
+        every scale 1): the same integers as the float32 convolution."""
+        padding = [self.kernel_size // 2] * 2
+        if self._int8_weights is None:
+            weight, bias = self.unit_parameters()
+            ones = torch.ones(weight.shape[0])
+            packed = torch.ops.onednn.qconv_prepack(
+                weight.to(torch.int8).contiguous(memory_format=torch.channels_last),
+                ones, 1.0, 0, [1, 1], padding, [1, 1], 1, None,
+            )  # fmt: skip
+            zeros = torch.zeros(weight.shape[0], dtype=torch.long)
+            self._int8_weights = (packed, ones, zeros, bias.detach())
+        packed, ones, zeros, bias = self._int8_weights
+        x = x.clamp(self.grid.low, self.grid.high)
+        x = x.to(torch.uint8, memory_format=torch.channels_last)
+        return torch.ops.onednn.qconv2d_pointwise(
+            x, 1.0, 0, packed, ones, zeros, bias, [1, 1], padding, [1, 1], 1,
+            1.0, 0, torch.float32, "none", [], "",
+        )  # fmt: skip
 
     def _to_output_units(self, frac: int) -> torch.Tensor:
         """Per output channel, 2**(frac - the output's frac), shaped to broadcast."""
@@ -199,6 +245,9 @@ class ExactConv2d(nn.Module):
         """The output as the numbers it stands for (exact)."""
         y, scale = self(x), self._to_output_units(0)
         return y * scale if y.requires_grad else y.mul_(scale)
+
+
+_ONEDNN_INT8 = hasattr(torch.ops.onednn, "qconv2d_pointwise")
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -32,6 +32,7 @@ class TrainOptions:
     latent_channels: list[int] | None = None
     decoder_blocks: list[int] | None = None
     encoder_blocks: list[int] | None = None
+    scale_activation_units: int | None = None
     layer_weights: list[float] | None = None
     random_beta_share: float = 0.3
     top_lambda_share: float = 0.0

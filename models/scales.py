@@ -36,7 +36,7 @@ from .config import HVAEConfig
 from .exact import ExactConv2d, Grid
 
 STATE = Grid(5, -(2**15 - 1), 2**15 - 1)  # the residual stream, 16 bits
-ACTIVATION = Grid(5, 0, 255)  # ReLU outputs into a convolution, 8 bits
+ACTIVATION = Grid(5, 0, 255)  # ReLU outputs into a convolution, 8 bits (by default)
 SIGNED = Grid(5, -255, 255)  # the state into a resampling convolution
 SYMBOLS = Grid(0, -127, 127)  # the symbols of a layer, clamped
 
@@ -94,13 +94,14 @@ class ScaleBlock(nn.Module):
         channels: int,
         cond_dim: int,
         initial_logit: float,
+        activation: Grid = ACTIVATION,
         merges: bool = True,
     ):
         super().__init__()
-        self.conv1 = ExactConv2d(width, width, 3, ACTIVATION)
-        self.shift = ExactConv2d(cond_dim, width, 1, ACTIVATION)
-        self.conv2 = ExactConv2d(width, width, 3, ACTIVATION)
-        self.head = ExactConv2d(width, channels, 3, ACTIVATION)
+        self.conv1 = ExactConv2d(width, width, 3, activation)
+        self.shift = ExactConv2d(cond_dim, width, 1, activation)
+        self.conv2 = ExactConv2d(width, width, 3, activation)
+        self.head = ExactConv2d(width, channels, 3, activation)
         # The last layer's symbols inform no later scale: nothing to merge.
         self.symbol_embedding = (
             ExactConv2d(channels, width, 1, SYMBOLS) if merges else None
@@ -114,10 +115,10 @@ class ScaleBlock(nn.Module):
 
     @_float32
     def prior(self, state, cond):
-        """state (B, W, h, w) in STATE units, cond (B, D, 1, 1) in ACTIVATION
+        """state (B, W, h, w) in STATE units, cond (B, D, 1, 1) in activation
         units -> (new state, logits (B, C, h, w)).
 
-        The convolutions' ACTIVATION grid clamps their inputs to [0, 255]
+        The convolutions' activation grid clamps their inputs to [0, top]
         units: that is the ReLU (and the STATE grid has the same unit).
         """
         h = self.conv1.on_grid(state, STATE) + self.shift.on_grid(cond, STATE)
@@ -146,7 +147,9 @@ class ScaleNetwork(nn.Module):
         self.rate_in = ExactConv2d(
             1 + c.num_latent_layers, cond_dim, 1, positions_grid(c.lmbda_top_code)
         )
-        self.rate_hidden = ExactConv2d(cond_dim, cond_dim, 1, ACTIVATION)
+        # 8 bits, or 7, which int8 kernels sum exactly on every CPU (`models.exact`).
+        self.activation = Grid(ACTIVATION.frac, 0, c.scale_activation_units)
+        self.rate_hidden = ExactConv2d(cond_dim, cond_dim, 1, self.activation)
         # Positive values: a ReLU at zero would pass no gradient to it.
         self.initial = nn.Parameter(torch.rand(1, widths[0], 1, 1))
         initial_logit = inverse_softplus(math.log(1 / c.scale_min))
@@ -159,6 +162,7 @@ class ScaleNetwork(nn.Module):
                     c.latent_channels[i],
                     cond_dim,
                     initial_logit,
+                    self.activation,
                     merges=next(layer) < last,
                 )
                 for _ in range(c.latent_layers[i])
@@ -180,8 +184,8 @@ class ScaleNetwork(nn.Module):
         """Rate positions (B, 1 + L) -> the rate embedding (B, D, 1, 1), in
         ACTIVATION units (after the ReLU)."""
         units = self.rate_in.grid.units(positions[:, :, None, None])
-        hidden = self.rate_in.on_grid(units, ACTIVATION)
-        return self.rate_hidden.on_grid(hidden, ACTIVATION)
+        hidden = self.rate_in.on_grid(units, self.activation)
+        return self.rate_hidden.on_grid(hidden, self.activation)
 
     def initial_state(self) -> torch.Tensor:
         """The state before the top layer, (1, W, 1, 1) in STATE units."""

@@ -177,7 +177,7 @@ def _load_start(opts: TrainOptions):
     """The model, its EMA, the step to start from, the checkpoint to resume (if
     any) and the training record so far (steps and time add up across runs)."""
     if opts.resume:
-        checkpoint = _extended(read_checkpoint(opts.resume), opts.extend_lmbda)
+        checkpoint = _configured(read_checkpoint(opts.resume), opts)
         model = model_from_checkpoint(checkpoint)
         _check_resumed_shape(model.config, opts)
         ema = model_from_checkpoint(checkpoint, "ema_state_dict")
@@ -186,7 +186,7 @@ def _load_start(opts: TrainOptions):
     if opts.init:
         # Fine-tuning: weights (the EMA, where present) without the optimizer state.
         checkpoint = read_checkpoint(opts.init, upgrade=True)
-        checkpoint = _extended(checkpoint, opts.extend_lmbda)
+        checkpoint = _configured(checkpoint, opts)
         weights = "ema_state_dict" if "ema_state_dict" in checkpoint else "state_dict"
         model = model_from_checkpoint(checkpoint, weights)
         if opts.latent_layers:
@@ -210,6 +210,8 @@ def _load_start(opts: TrainOptions):
         config = replace(config, decoder_blocks=tuple(opts.decoder_blocks))
     if opts.encoder_blocks:
         config = replace(config, encoder_blocks=tuple(opts.encoder_blocks))
+    if opts.scale_activation_units:
+        config = replace(config, scale_activation_units=opts.scale_activation_units)
     model = build_model(config)
     return model, copy.deepcopy(model), 0, None, {}
 
@@ -227,11 +229,16 @@ def _check_resumed_shape(config, opts: TrainOptions) -> None:
             )
 
 
-def _extended(checkpoint: dict, lmbda: float | None) -> dict:
-    """The checkpoint with its model's lambda range raised to ``lmbda``."""
-    if lmbda is not None:
-        config = HVAEConfig.from_dict(checkpoint["config"]).extended_to(lmbda)
-        checkpoint["config"] = config.to_dict()
+def _configured(checkpoint: dict, opts: TrainOptions) -> dict:
+    """The checkpoint with the options that change its config but no weight's
+    shape: the lambda range raised to ``extend_lmbda``, the scale network's
+    activation grid set to ``scale_activation_units``."""
+    config = HVAEConfig.from_dict(checkpoint["config"])
+    if opts.extend_lmbda is not None:
+        config = config.extended_to(opts.extend_lmbda)
+    if opts.scale_activation_units:
+        config = replace(config, scale_activation_units=opts.scale_activation_units)
+    checkpoint["config"] = config.to_dict()
     return checkpoint
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -16,6 +17,7 @@ import torch
 from hvae_compress import codec, models
 from hvae_compress.cli import main as cli_main
 from hvae_compress.files import list_images
+from hvae_compress.models import exact
 from hvae_compress.models.data import RandomCrops, split_holdout
 from hvae_compress.models.grow import (
     add_latent_layers,
@@ -238,6 +240,60 @@ def test_compressed_indexes_are_the_table_of_the_continuous_scale(tiny_model):
         assert (indexes - nearest).abs().max() <= 0 + 1e-6
 
 
+@pytest.mark.skipif(not exact._ONEDNN_INT8, reason="torch without oneDNN int8 ops")
+def test_an_exact_convolution_on_a_7_bit_grid_runs_int8_with_the_same_sums(
+    monkeypatch,
+):
+    """uint8 x int8 kernels give the float32 convolution's integers, inputs
+    beyond the grid clamped alike (benchmarks/int8_scale_study.md: exact under
+    every oneDNN ISA cap for 7-bit inputs)."""
+    torch.manual_seed(0)
+    conv = exact.ExactConv2d(32, 16, 3, exact.Grid(5, 0, exact.INT8_INPUT_UNITS))
+    conv.eval()
+    shape = (1, 32, 24, 40)
+    x = (
+        torch.randint(-20, 160, shape)
+        .float()
+        .contiguous(memory_format=torch.channels_last)
+    )
+    with torch.inference_mode():
+        assert conv._runs_int8(x)
+        in_int8 = conv(x)
+        monkeypatch.setattr(exact, "_ONEDNN_INT8", False)
+        in_float32 = conv(x)
+    assert in_float32.abs().max() > 1000  # sums of many products, not trivial
+    assert torch.equal(in_int8, in_float32)
+    monkeypatch.setattr(exact, "_ONEDNN_INT8", True)
+    with torch.inference_mode():
+        assert torch.equal(copy.deepcopy(conv)(x), in_int8)  # packs its own
+
+
+@pytest.mark.skipif(not exact._ONEDNN_INT8, reason="torch without oneDNN int8 ops")
+def test_a_7_bit_scale_network_codes_alike_in_int8_and_float32(monkeypatch):
+    config = dataclasses.replace(
+        models.get_config("tiny"), scale_activation_units=exact.INT8_INPUT_UNITS
+    )
+    model = make_tiny_model(config=config)
+    pixels = torch.from_numpy(natural_image(64, 96)).permute(2, 0, 1)[None]
+    rate = rate_codes(model, batch=1)
+    in_int8 = compress_all(model, pixels.contiguous(), rate)
+    assert model.scale_network.blocks[0][0].conv1._int8_weights is not None
+    monkeypatch.setattr(exact, "_ONEDNN_INT8", False)
+    in_float32 = compress_all(model, pixels.contiguous(), rate)
+    for key in ("symbols", "indexes"):
+        assert all(map(torch.equal, in_int8[key], in_float32[key]))
+
+
+def test_the_activation_grid_is_part_of_a_models_fingerprint(tiny_model):
+    """The same weights on another grid code differently: their files must not
+    pass for each other's (the default grid leaves earlier fingerprints alone)."""
+    config = dataclasses.replace(tiny_model.config, scale_activation_units=127)
+    seven_bit = models.HierarchicalVAE(config)
+    seven_bit.load_state_dict(tiny_model.state_dict())
+    default = codec.Codec(tiny_model, "cpu").fingerprint
+    assert codec.Codec(seven_bit, "cpu").fingerprint != default
+
+
 def test_table_indexes_compare_float32_logits_exactly_with_the_thresholds(tiny_model):
     scales = tiny_model.scale_network
     thresholds = scales.thresholds  # float64
@@ -419,6 +475,19 @@ def test_training_grows_an_initial_model(tmp_path, training_folder):
             tiny_training(
                 tmp_path / "c", training_folder, 15, resume=start, **{flag: value}
             )
+
+
+def test_training_switches_a_model_to_a_7_bit_scale_network(tmp_path, training_folder):
+    tiny_training(tmp_path / "a", training_folder, steps=5)
+    start = str(tmp_path / "a" / "checkpoint.pt")
+    for how in ("init", "resume"):
+        out = tmp_path / how
+        tiny_training(
+            out, training_folder, 10, scale_activation_units=127, **{how: start}
+        )
+        model, _ = models.load_checkpoint(out / "checkpoint.pt")
+        assert model.config.scale_activation_units == 127
+        assert model.scale_network.blocks[0][0].conv1.grid.high == 127
 
 
 def test_decompress_without_symbols_uses_prior_means(tiny_model):

@@ -8,6 +8,7 @@ that the variants really compute floats differently keeps the test honest.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,8 +19,9 @@ import pytest
 from PIL import Image
 
 from hvae_compress import codec, models
+from hvae_compress.models import exact
 
-from .conftest import KODAK, REPO, natural_image
+from .conftest import KODAK, REPO, make_tiny_model, natural_image
 
 VARIANTS = {
     "oneDNN AVX2": {"DNNL_MAX_CPU_ISA": "AVX2"},
@@ -90,6 +92,26 @@ def test_tiny_model_files_decode_identically_under_every_kernel_variant(
     images = {f"image{s}": natural_image(96, 160, seed=s) for s in range(2)}
     files = encode_all(coder, images, tmp_path / "files")
     check_variants_agree(tiny_checkpoint, files, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_7_bit_scale_network_decodes_identically_under_every_kernel_variant(
+    tmp_path,
+):
+    """Its exact convolutions run int8 where oneDNN has the kernels: the same
+    sums on every ISA, VNNI or not (`models.exact.INT8_INPUT_UNITS`)."""
+    config = dataclasses.replace(
+        models.get_config("tiny"), scale_activation_units=exact.INT8_INPUT_UNITS
+    )
+    raw, model = tmp_path / "raw.pt", tmp_path / "tiny7.pt"
+    models.save_checkpoint(
+        raw, models.checkpoint_dict(make_tiny_model(config=config), step=0)
+    )
+    codec.export_model(raw, model)
+    coder = codec.Codec(model, "cpu")
+    images = {f"image{s}": natural_image(96, 160, seed=s) for s in range(2)}
+    files = encode_all(coder, images, tmp_path / "files")
+    check_variants_agree(model, files, tmp_path)
 
 
 @pytest.mark.slow
