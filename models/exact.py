@@ -182,9 +182,9 @@ class ExactConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Input units (clamped here to the grid's range) -> output units."""
+        x = x.clamp(self.grid.low, self.grid.high)
         if self._runs_int8(x):
             return self._int8_forward(x)
-        x = x.clamp(self.grid.low, self.grid.high)
         weight, bias = self.unit_parameters()
         if self.transposed:
             y = F.conv_transpose2d(x, weight, bias, stride=self.kernel_size)
@@ -210,8 +210,8 @@ class ExactConv2d(nn.Module):
         )
 
     def _int8_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """`forward` with uint8 inputs, int8 weights and int32 sums (float32 out,
-        every scale 1): the same integers as the float32 convolution."""
+        """`forward` of clamped inputs as uint8, int8 weights and int32 sums
+        (float32 out, every scale 1): the same integers as the float32 one."""
         padding = [self.kernel_size // 2] * 2
         if self._int8_weights is None:
             weight, bias = self.unit_parameters()
@@ -223,7 +223,6 @@ class ExactConv2d(nn.Module):
             zeros = torch.zeros(weight.shape[0], dtype=torch.long)
             self._int8_weights = (packed, ones, zeros, bias.detach())
         packed, ones, zeros, bias = self._int8_weights
-        x = x.clamp(self.grid.low, self.grid.high)
         x = x.to(torch.uint8, memory_format=torch.channels_last)
         return torch.ops.onednn.qconv2d_pointwise(
             x, 1.0, 0, packed, ones, zeros, bias, [1, 1], padding, [1, 1], 1,

@@ -182,7 +182,7 @@ class ScaleNetwork(nn.Module):
     @_float32
     def embed(self, positions):
         """Rate positions (B, 1 + L) -> the rate embedding (B, D, 1, 1), in
-        ACTIVATION units (after the ReLU)."""
+        units of the activation grid (after the ReLU)."""
         units = self.rate_in.grid.units(positions[:, :, None, None])
         hidden = self.rate_in.on_grid(units, self.activation)
         return self.rate_hidden.on_grid(hidden, self.activation)
