@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.checkpoint_ab import compare, labels, markdown, rd_point
+from benchmarks.decode_profile import profile_decode
 from benchmarks.int8_decoder_study import float_decoder_in_int8, uint8_activations
 from hvae_compress import codec
 from hvae_compress.evaluation.metrics import psnr
@@ -82,3 +84,26 @@ def test_uint8_activations_keep_256_levels_and_zero():
     assert levels.unique().numel() == 256
     assert (levels - x).abs().max() <= 4 / 255 / 2 + 1e-6
     assert uint8_activations(torch.zeros(1, 1, 2, 2), (0, 2, 3)).eq(0).all()
+
+
+def test_decode_profile_counts_every_convolution_once():
+    # The profile's case for or against faster kernels rests on its FLOP count:
+    # torch's own counter, over the same decode, must find the same total, and
+    # the decode must be left as it was (no wrapper, no hook behind).
+    coder = codec.Codec(make_tiny_model(seed=2), device="cpu", precision="fp32")
+    data = coder.encode(natural_image(64, 96, seed=4), quality=50)
+    conv2d, decoded = torch.nn.functional.conv2d, np.asarray(coder.decode(data))
+    split = profile_decode(coder, data, runs=1)
+    with FlopCounterMode(display=False) as counter:
+        coder.decode(data)
+    counted = sum(
+        flops
+        for op, flops in counter.get_flop_counts()["Global"].items()
+        if "convolution" in str(op)
+    )
+    ours = split["float"]["gflop"] + split["exact"]["gflop"]
+    assert split["exact"]["gflop"] > 0 and split["float"]["gflop"] > 0
+    assert ours * 1e9 == pytest.approx(counted)
+    assert torch.nn.functional.conv2d is conv2d
+    assert all(not layer._forward_hooks for layer in coder.model.modules())
+    np.testing.assert_array_equal(np.asarray(coder.decode(data)), decoded)
