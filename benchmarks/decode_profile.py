@@ -27,7 +27,7 @@ from PIL import Image
 from hvae_compress.codec import Codec
 from hvae_compress.models.exact import ExactConv2d
 
-from .run import machine, study_photos, write_results
+from .run import fastest_seconds, machine, study_photos, write_results
 
 HERE = Path(__file__).resolve().parent
 SIZE = (1536, 1024)
@@ -35,20 +35,10 @@ QUALITY = 50
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def fastest(function, runs: int) -> float:
-    function()  # warm-up: oneDNN builds its kernels on the first call
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def matmul_gflops(dtype: torch.dtype, size: int = 2048) -> float:
     a = torch.randn(size, size).to(dtype)
     b = torch.randn(size, size).to(dtype)
-    return 2 * size**3 / fastest(lambda: torch.mm(a, b), 10) / 1e9
+    return 2 * size**3 / fastest_seconds(lambda: torch.mm(a, b), 10) / 1e9
 
 
 def conv_flops(weight: torch.Tensor, output: torch.Tensor) -> int:
@@ -97,7 +87,7 @@ class Tally:
 
 
 def profile_decode(coder: Codec, data: bytes, runs: int) -> dict:
-    seconds = fastest(lambda: coder.decode(data), runs)
+    seconds = fastest_seconds(lambda: coder.decode(data), runs)
     tally = Tally()
     hooks = []
     for layer in coder.model.modules():
@@ -128,16 +118,19 @@ def profile_decode(coder: Codec, data: bytes, runs: int) -> dict:
 
 
 def run(model: str | None, runs: int) -> dict:
+    """The model's fingerprint and, per precision, its decode's split."""
     photo = Image.open(study_photos(1)[0]).convert("RGB")
     photo = photo.resize(SIZE, Image.Resampling.LANCZOS)
-    results = {}
+    results = {"decodes": {}}
     for precision, dtype in PRECISIONS.items():
         coder = Codec(model, "cpu", precision=precision)
         data = coder.encode(photo, quality=QUALITY)
-        results[precision] = profile_decode(coder, data, runs)
-        results[precision]["bytes"] = len(data)
-        results[precision]["matmul_gflops"] = matmul_gflops(dtype)
-        print(f"  {precision}: {results[precision]}", flush=True)
+        decode = profile_decode(coder, data, runs)
+        decode["bytes"] = len(data)
+        decode["matmul_gflops"] = matmul_gflops(dtype)
+        print(f"  {precision}: {decode}", flush=True)
+        results["model"] = coder.fingerprint.hex()
+        results["decodes"][precision] = decode
     return results
 
 
@@ -192,9 +185,8 @@ def main(argv=None) -> None:
         "machine": machine(),
         "threads": args.threads,
         "runs": args.runs,
-        "decodes": run(args.model, args.runs),
+        **run(args.model, args.runs),
     }
-    results["model"] = Codec(args.model, "cpu").fingerprint.hex()
     write_results(results, args.out, markdown)
 
 

@@ -29,13 +29,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .run import machine, study_photos, write_results
+from .run import fastest_seconds, machine, study_photos, write_results
 
 HERE = Path(__file__).resolve().parent
 ISA_CAPS = ("native", "AVX512_CORE", "AVX2", "SSE41")
@@ -44,13 +43,7 @@ QUALITIES = (10, 50, 90)
 
 
 def fastest_ms(function, runs: int = 20) -> float:
-    function()  # warm-up (oneDNN builds its kernel on the first call)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
+    return 1e3 * fastest_seconds(function, runs)
 
 
 def kernel_case(activation_max: int) -> dict:
