@@ -199,9 +199,7 @@ def _load_start(opts: TrainOptions):
             model = deepen_encoder(model, opts.encoder_blocks)
         info = checkpoint.get("train_info", {})
         return model, copy.deepcopy(model), checkpoint["step"], None, info
-    config = get_config(opts.model)
-    if opts.extend_lmbda is not None:
-        config = config.extended_to(opts.extend_lmbda)
+    config = _with_config_options(get_config(opts.model), opts)
     if opts.latent_layers:
         config = with_latent_layers(config, opts.latent_layers, opts.latent_channels)
     if opts.latent_channels:
@@ -210,8 +208,6 @@ def _load_start(opts: TrainOptions):
         config = replace(config, decoder_blocks=tuple(opts.decoder_blocks))
     if opts.encoder_blocks:
         config = replace(config, encoder_blocks=tuple(opts.encoder_blocks))
-    if opts.scale_activation_units:
-        config = replace(config, scale_activation_units=opts.scale_activation_units)
     model = build_model(config)
     return model, copy.deepcopy(model), 0, None, {}
 
@@ -229,16 +225,21 @@ def _check_resumed_shape(config, opts: TrainOptions) -> None:
             )
 
 
-def _configured(checkpoint: dict, opts: TrainOptions) -> dict:
-    """The checkpoint with the options that change its config but no weight's
-    shape: the lambda range raised to ``extend_lmbda``, the scale network's
-    activation grid set to ``scale_activation_units``."""
-    config = HVAEConfig.from_dict(checkpoint["config"])
+def _with_config_options(config: HVAEConfig, opts: TrainOptions) -> HVAEConfig:
+    """The config with the options that change it but no weight's shape: the
+    lambda range raised to ``extend_lmbda``, the scale network's activation
+    grid set to ``scale_activation_units``."""
     if opts.extend_lmbda is not None:
         config = config.extended_to(opts.extend_lmbda)
     if opts.scale_activation_units:
         config = replace(config, scale_activation_units=opts.scale_activation_units)
-    checkpoint["config"] = config.to_dict()
+    return config
+
+
+def _configured(checkpoint: dict, opts: TrainOptions) -> dict:
+    """The checkpoint with its config under `_with_config_options`."""
+    config = HVAEConfig.from_dict(checkpoint["config"])
+    checkpoint["config"] = _with_config_options(config, opts).to_dict()
     return checkpoint
 
 
