@@ -106,6 +106,23 @@ def plot_progressive(curves: dict[str, dict], path) -> None:
     _save(fig, path)
 
 
+def spaced_points(xs: list[float], ys: list[float]) -> list[int]:
+    """Indices of the points to label so that no two labels overlap, newest first.
+
+    A label is taken to be 8 % of the x range wide and 4 % of the y range tall;
+    going from the last point back keeps a crowded end's latest label.
+    """
+    width = 0.08 * (max(xs) - min(xs))
+    height = 0.04 * (max(ys) - min(ys))
+    kept = []
+    for i in reversed(range(len(xs))):
+        if all(
+            abs(xs[i] - xs[j]) >= width or abs(ys[i] - ys[j]) >= height for j in kept
+        ):
+            kept.append(i)
+    return kept
+
+
 def plot_learning_curve(
     cpu_hours: list[float], bd_rates: dict[str, list[float]], steps: list[int], path
 ) -> None:
@@ -114,12 +131,11 @@ def plot_learning_curve(
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for name, values in bd_rates.items():
         ax.plot(cpu_hours, values, "o-", markersize=4, label=f"vs {name}")
-    for hours, value, step in zip(
-        cpu_hours, next(iter(bd_rates.values())), steps, strict=True
-    ):
+    first_curve = next(iter(bd_rates.values()))
+    for i in spaced_points(cpu_hours, first_curve):
         ax.annotate(
-            f"{step:,}",
-            (hours, value),
+            f"{steps[i]:,}",
+            (cpu_hours[i], first_curve[i]),
             fontsize=7,
             xytext=(3, 4),
             textcoords="offset points",

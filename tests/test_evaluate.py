@@ -15,6 +15,7 @@ from hvae_compress import codec, evaluation
 from hvae_compress.cli import main
 from hvae_compress.cli.eval_command import BASELINES
 from hvae_compress.evaluation.measure import measure_classical
+from hvae_compress.evaluation.plots import spaced_points
 
 from .conftest import ANCHORS, natural_image, needs_shared
 
@@ -232,6 +233,15 @@ def test_the_eval_reports_each_settings_rate_against_the_baselines(eval_run):
     )
     for found, gap in zip(gaps["jpeg"].values(), expected, strict=True):
         assert found == (None if math.isnan(gap) else pytest.approx(gap))
+
+
+def test_crowded_learning_curve_labels_keep_the_newest_point():
+    hours = [0.0, 50.0, 98.0, 100.0]
+    bd_rate = [30.0, 10.0, 0.5, 0.0]
+    # 98 and 100 hours at nearly the same BD-rate would overlap: 98 is dropped.
+    assert spaced_points(hours, bd_rate) == [3, 1, 0]
+    # Far apart on the BD-rate axis, neighbours in time both keep their labels.
+    assert spaced_points(hours, [30.0, 10.0, 5.0, 0.0]) == [3, 2, 1, 0]
 
 
 def test_bd_rate_without_overlap_is_nan():
