@@ -12,11 +12,18 @@ activations, additions, tiling), with
 the arithmetic rate of each kind of convolution in GFLOP/s. The yardstick is a
 2048x2048 matrix product in the same precision on the same threads: a rate
 close to it leaves no faster kernel to find, only fewer or cheaper operations.
+
+Fewer operations: the same file is also decoded by slimmer float networks
+(`SLIMMER`), with random weights beside the shipped scale network. Their
+pixels are noise, but their time is what a trained decoder of that shape would
+take: the symbols depend only on the scale network, so such a decoder, trained
+to turn them into pixels, would read today's files.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -25,6 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from hvae_compress.codec import Codec
+from hvae_compress.models import HVAEConfig, build_model
 from hvae_compress.models.exact import ExactConv2d
 
 from .run import fastest_seconds, machine, study_photos, write_results
@@ -33,6 +41,12 @@ HERE = Path(__file__).resolve().parent
 SIZE = (1536, 1024)
 QUALITY = 50
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# name -> (finest levels at half width, decoder blocks fewer at the finest level)
+SLIMMER = {
+    "half width at the finest level": (1, 0),
+    "half width at the two finest levels": (2, 0),
+    "the same and one block fewer at the finest": (2, 1),
+}
 
 
 def matmul_gflops(dtype: torch.dtype, size: int = 2048) -> float:
@@ -117,6 +131,29 @@ def profile_decode(coder: Codec, data: bytes, runs: int) -> dict:
     return {"decode_seconds": seconds, "split_seconds": split_seconds, **convolutions}
 
 
+def slimmed(config: HVAEConfig, levels: int, fewer_blocks: int) -> HVAEConfig:
+    widths, blocks = list(config.widths), list(config.decoder_blocks)
+    for level in range(len(widths) - levels, len(widths)):
+        widths[level] //= 2
+    blocks[-1] -= fewer_blocks
+    return dataclasses.replace(
+        config, widths=tuple(widths), decoder_blocks=tuple(blocks)
+    )
+
+
+def slim_decode_seconds(coder: Codec, data: bytes, config: HVAEConfig, runs: int):
+    """Fastest decode of ``data`` with ``config``'s float network (random
+    weights) beside the coder's own scale network; the coder is left as it was."""
+    shipped = coder.model
+    slim = build_model(config).eval()
+    slim.scale_network.load_state_dict(shipped.scale_network.state_dict())
+    coder.model = slim.to(memory_format=torch.channels_last)
+    try:
+        return fastest_seconds(lambda: coder.decode(data), runs)
+    finally:
+        coder.model = shipped
+
+
 def run(model: str | None, runs: int) -> dict:
     """The model's fingerprint and, per precision, its decode's split."""
     photo = Image.open(study_photos(1)[0]).convert("RGB")
@@ -128,6 +165,10 @@ def run(model: str | None, runs: int) -> dict:
         decode = profile_decode(coder, data, runs)
         decode["bytes"] = len(data)
         decode["matmul_gflops"] = matmul_gflops(dtype)
+        decode["slimmer_seconds"] = {
+            name: slim_decode_seconds(coder, data, slimmed(coder.config, *change), runs)
+            for name, change in SLIMMER.items()
+        }
         print(f"  {precision}: {decode}", flush=True)
         results["model"] = coder.fingerprint.hex()
         results["decodes"][precision] = decode
@@ -167,7 +208,22 @@ def markdown(results: dict) -> str:
         f"Work per decode: {fp32['float']['gflop']:.1f} GFLOP in the float network's "
         f"convolutions, {fp32['exact']['gflop']:.1f} GFLOP in the exact scale "
         "network's (counted as multiply-adds x 2).",
+        "",
+        "Slimmer float networks decoding the same file (random weights, the "
+        "shipped scale network; widths halved and blocks removed from the "
+        "finest levels), fastest of the same runs, and their speed-up:",
+        "",
+        "| float network | fp32 s | speed-up | bf16 s | speed-up |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
+    decodes = results["decodes"]
+    for name in SLIMMER:
+        cells = []
+        for precision in PRECISIONS:
+            seconds = decodes[precision]["slimmer_seconds"][name]
+            speedup = decodes[precision]["decode_seconds"] / seconds
+            cells.append(f"{seconds:.3f} | {speedup:.2f}x")
+        lines.append(f"| {name} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 

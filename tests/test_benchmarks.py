@@ -8,7 +8,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.checkpoint_ab import compare, labels, markdown, rd_point
-from benchmarks.decode_profile import profile_decode
+from benchmarks.decode_profile import (
+    SLIMMER,
+    profile_decode,
+    slim_decode_seconds,
+    slimmed,
+)
 from benchmarks.int8_decoder_study import float_decoder_in_int8, uint8_activations
 from hvae_compress import codec
 from hvae_compress.evaluation.metrics import psnr
@@ -106,4 +111,19 @@ def test_decode_profile_counts_every_convolution_once():
     assert ours * 1e9 == pytest.approx(counted)
     assert torch.nn.functional.conv2d is conv2d
     assert all(not layer._forward_hooks for layer in coder.model.modules())
+    np.testing.assert_array_equal(np.asarray(coder.decode(data)), decoded)
+
+
+def test_slimmer_decoders_read_the_same_file_and_leave_the_coder_as_it_was():
+    # A slimmer float network reads today's files (its symbols come from the
+    # scale network alone): the decode must run through, and the coder must
+    # decode as before afterwards.
+    coder = codec.Codec(make_tiny_model(seed=2), device="cpu", precision="fp32")
+    data = coder.encode(natural_image(64, 96, seed=4), quality=50)
+    decoded, shipped = np.asarray(coder.decode(data)), coder.model
+    for change in SLIMMER.values():
+        config = slimmed(coder.config, *change)
+        assert sum(config.widths) < sum(coder.config.widths)
+        assert slim_decode_seconds(coder, data, config, runs=1) > 0
+        assert coder.model is shipped
     np.testing.assert_array_equal(np.asarray(coder.decode(data)), decoded)
