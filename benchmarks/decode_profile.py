@@ -132,6 +132,8 @@ def profile_decode(coder: Codec, data: bytes, runs: int) -> dict:
 
 
 def slimmed(config: HVAEConfig, levels: int, fewer_blocks: int) -> HVAEConfig:
+    """``config`` with its finest ``levels`` at half width and ``fewer_blocks``
+    decoder blocks fewer at the finest level."""
     widths, blocks = list(config.widths), list(config.decoder_blocks)
     for level in range(len(widths) - levels, len(widths)):
         widths[level] //= 2
