@@ -16,8 +16,12 @@ close to it leaves no faster kernel to find, only fewer or cheaper operations.
 Fewer operations: the same file is also decoded by slimmer float networks
 (`SLIMMER`), with random weights beside the shipped scale network. Their
 pixels are noise, but their time is what a trained decoder of that shape would
-take: the symbols depend only on the scale network, so such a decoder, trained
-to turn them into pixels, would read today's files.
+take: reading the symbols takes only the scale network, so such a decoder,
+trained to turn them into pixels, would read today's files. An encoder needs the same
+top-down network as the decoder it writes for, so a faster encoder means a new
+model: the networks' part of encoding the photo (`Codec.encode` without the
+entropy coder and the container) is timed for the shipped model and for
+models of each slimmer shape.
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ import dataclasses
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from hvae_compress.codec import Codec
 from hvae_compress.models import HVAEConfig, build_model
-from hvae_compress.models.exact import ExactConv2d
+from hvae_compress.models.exact import ExactConv2d, exact_mode
 
 from .run import fastest_seconds, machine, study_photos, write_results
 
@@ -41,11 +46,18 @@ HERE = Path(__file__).resolve().parent
 SIZE = (1536, 1024)
 QUALITY = 50
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-# name -> (finest levels at half width, decoder blocks fewer at the finest level)
+# name -> (finest levels at half width, decoder blocks fewer at the finest
+# level, encoder blocks fewer at the finest latent level)
 SLIMMER = {
-    "half width at the finest level": (1, 0),
-    "half width at the two finest levels": (2, 0),
-    "the same and one block fewer at the finest": (2, 1),
+    "half width at the finest level": (1, 0, 0),
+    "half width at the two finest levels": (2, 0, 0),
+    "the same and one block fewer at the finest": (2, 1, 0),
+}
+# Encoders: the same shapes, and one that decodes as the last (decoders never
+# run the encoder).
+SLIMMER_ENCODERS = {
+    **SLIMMER,
+    "the same and one encoder block fewer at stride 8": (2, 1, 1),
 }
 
 
@@ -131,15 +143,23 @@ def profile_decode(coder: Codec, data: bytes, runs: int) -> dict:
     return {"decode_seconds": seconds, "split_seconds": split_seconds, **convolutions}
 
 
-def slimmed(config: HVAEConfig, levels: int, fewer_blocks: int) -> HVAEConfig:
-    """``config`` with its finest ``levels`` at half width and ``fewer_blocks``
-    decoder blocks fewer at the finest level."""
+def slimmed(
+    config: HVAEConfig, levels: int, fewer_blocks: int, fewer_encoder_blocks: int = 0
+) -> HVAEConfig:
+    """``config`` with its finest ``levels`` at half width, ``fewer_blocks``
+    decoder blocks fewer at the finest level and ``fewer_encoder_blocks``
+    encoder blocks fewer at the finest latent level."""
     widths, blocks = list(config.widths), list(config.decoder_blocks)
+    encoder_blocks = list(config.encoder_blocks)
     for level in range(len(widths) - levels, len(widths)):
         widths[level] //= 2
     blocks[-1] -= fewer_blocks
+    encoder_blocks[config.finest_latent_level] -= fewer_encoder_blocks
     return dataclasses.replace(
-        config, widths=tuple(widths), decoder_blocks=tuple(blocks)
+        config,
+        widths=tuple(widths),
+        decoder_blocks=tuple(blocks),
+        encoder_blocks=tuple(encoder_blocks),
     )
 
 
@@ -147,13 +167,34 @@ def slim_decode_seconds(coder: Codec, data: bytes, config: HVAEConfig, runs: int
     """Fastest decode of ``data`` with ``config``'s float network (random
     weights) beside the coder's own scale network; the coder is left as it was."""
     shipped = coder.model
-    slim = build_model(config).eval()
-    slim.scale_network.load_state_dict(shipped.scale_network.state_dict())
-    coder.model = slim.to(memory_format=torch.channels_last)
+    coder.model = slim_model(coder, config)
     try:
         return fastest_seconds(lambda: coder.decode(data), runs)
     finally:
         coder.model = shipped
+
+
+def network_encode_seconds(
+    coder: Codec, model, photo: Image.Image, bf16: bool, runs: int
+) -> float:
+    """Fastest run of ``model``'s networks encoding ``photo`` at the coder's
+    tile size: the symbols are rounded and handed to no entropy coder."""
+    pixels = torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1)[None]
+    rate = torch.tensor([coder.rate_codes(quality=QUALITY)])
+    tile = coder.tile_size or None
+
+    def encode():
+        with exact_mode(coder.device, float_bf16=bf16):
+            model.compress(pixels.clone(), rate, lambda *symbols: None, False, tile)
+
+    return fastest_seconds(encode, runs)
+
+
+def slim_model(coder: Codec, config: HVAEConfig):
+    """A model of ``config`` with random weights beside the coder's scale network."""
+    slim = build_model(config).eval()
+    slim.scale_network.load_state_dict(coder.model.scale_network.state_dict())
+    return slim.to(memory_format=torch.channels_last)
 
 
 def run(model: str | None, runs: int) -> dict:
@@ -170,6 +211,20 @@ def run(model: str | None, runs: int) -> dict:
         decode["slimmer_seconds"] = {
             name: slim_decode_seconds(coder, data, slimmed(coder.config, *change), runs)
             for name, change in SLIMMER.items()
+        }
+        bf16 = dtype == torch.bfloat16
+        decode["encode_network_seconds"] = network_encode_seconds(
+            coder, coder.model, photo, bf16, runs
+        )
+        decode["slimmer_encode_network_seconds"] = {
+            name: network_encode_seconds(
+                coder,
+                slim_model(coder, slimmed(coder.config, *change)),
+                photo,
+                bf16,
+                runs,
+            )
+            for name, change in SLIMMER_ENCODERS.items()
         }
         print(f"  {precision}: {decode}", flush=True)
         results["model"] = coder.fingerprint.hex()
@@ -215,25 +270,50 @@ def markdown(results: dict) -> str:
         "shipped scale network; widths halved and blocks removed from the "
         "finest levels), fastest of the same runs, and their speed-up:",
         "",
+    ]
+    lines += _speedup_table(results, "decode_seconds", "slimmer_seconds", SLIMMER)
+    lines += [
+        "",
+        "The networks' part of encoding the photo (no entropy coder), by the "
+        "shipped model and by models of the same shapes (random weights), "
+        "fastest of as many runs:",
+        "",
+    ]
+    lines += _speedup_table(
+        results,
+        "encode_network_seconds",
+        "slimmer_encode_network_seconds",
+        SLIMMER_ENCODERS,
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _speedup_table(
+    results: dict, shipped_key: str, slimmer_key: str, shapes: dict
+) -> list[str]:
+    """Rows of seconds and speed-up over the shipped model, per precision."""
+    decodes = results["decodes"]
+    shipped = " | ".join(f"{decodes[p][shipped_key]:.3f} | 1" for p in PRECISIONS)
+    lines = [
         "| float network | fp32 s | speed-up | bf16 s | speed-up |",
         "| --- | ---: | ---: | ---: | ---: |",
+        f"| shipped | {shipped} |",
     ]
-    decodes = results["decodes"]
-    for name in SLIMMER:
+    for name in shapes:
         cells = []
         for precision in PRECISIONS:
-            seconds = decodes[precision]["slimmer_seconds"][name]
-            speedup = decodes[precision]["decode_seconds"] / seconds
+            seconds = decodes[precision][slimmer_key][name]
+            speedup = decodes[precision][shipped_key] / seconds
             cells.append(f"{seconds:.3f} | {speedup:.2f}x")
         lines.append(f"| {name} | {' | '.join(cells)} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="coding model (default: the shipped one)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--runs", type=int, default=3, help="timed decodes per case")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per case")
     parser.add_argument(
         "--out", default=str(HERE / "decode_profile.json"), help="results JSON"
     )

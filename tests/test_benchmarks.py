@@ -10,8 +10,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.checkpoint_ab import compare, labels, markdown, rd_point
 from benchmarks.decode_profile import (
     SLIMMER,
+    SLIMMER_ENCODERS,
+    network_encode_seconds,
     profile_decode,
     slim_decode_seconds,
+    slim_model,
     slimmed,
 )
 from benchmarks.int8_decoder_study import float_decoder_in_int8, uint8_activations
@@ -127,3 +130,21 @@ def test_slimmer_decoders_read_the_same_file_and_leave_the_coder_as_it_was():
         assert slim_decode_seconds(coder, data, config, runs=1) > 0
         assert coder.model is shipped
     np.testing.assert_array_equal(np.asarray(coder.decode(data)), decoded)
+
+
+def test_slimmer_encoders_run_beside_the_shipped_scale_network():
+    # Encoding needs a whole model of the slimmer shape: each must encode
+    # through with the coder's own scale network, and the coder's files must
+    # stay what they were.
+    coder = codec.Codec(make_tiny_model(seed=2), device="cpu", precision="fp32")
+    image = natural_image(64, 96, seed=4)
+    data = coder.encode(image, quality=50)
+    scales = coder.model.scale_network.state_dict()
+    for change in SLIMMER_ENCODERS.values():
+        model = slim_model(coder, slimmed(coder.config, *change))
+        for name, value in model.scale_network.state_dict().items():
+            assert torch.equal(value, scales[name])
+        assert network_encode_seconds(coder, model, image, False, runs=1) > 0
+    fewest = slimmed(coder.config, *list(SLIMMER_ENCODERS.values())[-1])
+    assert sum(fewest.encoder_blocks) < sum(coder.config.encoder_blocks)
+    assert coder.encode(image, quality=50) == data
