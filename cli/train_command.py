@@ -11,7 +11,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ..models.options import TrainOptions, defaults
+from ..models.options import FITTING_CROPS, TrainOptions, defaults
 from .arguments import (
     float_list,
     int_list,
@@ -117,6 +117,16 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
         help="the encoder's residual blocks per level, top first, before each "
         "level's features are taken (with --init: add blocks as --decoder-blocks "
         "does; they cost encoding time only)",
+    )
+    add(
+        "--widths",
+        type=int_list,
+        metavar="C_top,...,C_bottom",
+        help="feature channels per level, top first (with --init: narrow the "
+        "model to these, each at most its own, for faster coding: each feature "
+        "map keeps the channels that predict its others best, and the layers "
+        f"reading them are refitted, on {FITTING_CROPS} training crops; it needs "
+        "training after; none: keep the model's or the preset's)",
     )
     add(
         "--scale-activation-units",

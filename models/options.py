@@ -9,6 +9,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+# Training crops that narrowing (`--widths` with `--init`) picks channels and
+# fits layers on: at the finest level of the base preset, 16 crops of 256 px
+# fill the least-squares fits' rows.
+FITTING_CROPS = 16
+
 
 @dataclass
 class TrainOptions:
@@ -32,6 +37,7 @@ class TrainOptions:
     latent_channels: list[int] | None = None
     decoder_blocks: list[int] | None = None
     encoder_blocks: list[int] | None = None
+    widths: list[int] | None = None
     scale_activation_units: int | None = None
     layer_weights: list[float] | None = None
     random_beta_share: float = 0.3

@@ -42,7 +42,8 @@ from .grow import (
 )
 from .hvae import HierarchicalVAE, build_model, pad_to_stride
 from .loss import RateDistortionLoss, psnr
-from .options import TrainOptions
+from .narrow import narrow_widths
+from .options import FITTING_CROPS, TrainOptions
 
 
 @dataclass
@@ -189,6 +190,8 @@ def _load_start(opts: TrainOptions):
         checkpoint = _configured(checkpoint, opts)
         weights = "ema_state_dict" if "ema_state_dict" in checkpoint else "state_dict"
         model = model_from_checkpoint(checkpoint, weights)
+        if opts.widths:
+            model = narrow_widths(model, opts.widths, _fitting_crops(opts))
         if opts.latent_layers:
             model = add_latent_layers(model, opts.latent_layers, opts.latent_channels)
         if opts.latent_channels:
@@ -208,21 +211,38 @@ def _load_start(opts: TrainOptions):
         config = replace(config, decoder_blocks=tuple(opts.decoder_blocks))
     if opts.encoder_blocks:
         config = replace(config, encoder_blocks=tuple(opts.encoder_blocks))
+    if opts.widths:
+        config = replace(config, widths=tuple(opts.widths))
     model = build_model(config)
     return model, copy.deepcopy(model), 0, None, {}
 
 
 def _check_resumed_shape(config, opts: TrainOptions) -> None:
     """A resumed run's optimizer state fits only the shapes it was saved with."""
-    grown = ("latent_layers", "latent_channels", "decoder_blocks", "encoder_blocks")
-    for name in grown:
+    shapes = (
+        "latent_layers",
+        "latent_channels",
+        "decoder_blocks",
+        "encoder_blocks",
+        "widths",
+    )
+    for name in shapes:
         wanted = getattr(opts, name)
         if wanted and getattr(config, name) != tuple(wanted):
             flag = "--" + name.replace("_", "-")
             raise ValueError(
                 f"a resumed run keeps its {name.replace('_', ' ')}; "
-                f"grow a model with --init and {flag}"
+                f"reshape a model with --init and {flag}"
             )
+
+
+def _fitting_crops(opts: TrainOptions) -> torch.Tensor:
+    """FITTING_CROPS crops of the training images, the same for the same seed."""
+    torch.manual_seed(opts.seed)
+    paths = list_images(opts.data)
+    chosen = [paths[i] for i in torch.randperm(len(paths))[:FITTING_CROPS]]
+    crops = RandomCrops(chosen, opts.crop, opts.min_scale)
+    return torch.stack([crops[i] for i in range(len(chosen))])
 
 
 def _with_config_options(config: HVAEConfig, opts: TrainOptions) -> HVAEConfig:

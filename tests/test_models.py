@@ -17,7 +17,7 @@ import torch
 from hvae_compress import codec, models
 from hvae_compress.cli import main as cli_main
 from hvae_compress.files import list_images
-from hvae_compress.models import exact
+from hvae_compress.models import exact, narrow
 from hvae_compress.models.data import RandomCrops, split_holdout
 from hvae_compress.models.grow import (
     add_latent_layers,
@@ -471,10 +471,61 @@ def test_training_grows_an_initial_model(tmp_path, training_folder):
     assert model.config.decoder_blocks == (0, 1, 2)
     assert model.config.encoder_blocks == (1, 1, 2)
     for flag, value in grown.items():
-        with pytest.raises(ValueError, match="grow a model with --init"):
+        with pytest.raises(ValueError, match="reshape a model with --init"):
             tiny_training(
                 tmp_path / "c", training_folder, 15, resume=start, **{flag: value}
             )
+
+
+def with_dead_channel(model, level: int, channel: int):
+    """``model`` with one channel of every feature map at ``level`` never
+    written (so always zero): the model computes what it computed without it."""
+    state = model.state_dict()
+    with torch.no_grad():
+        for stream in narrow._streams(model.config, level):
+            for name, dim, offset in stream.writers:
+                state[name].narrow(dim, offset + channel, 1).zero_()
+    return model
+
+
+def test_narrowing_drops_the_channels_that_carry_nothing_and_computes_the_same():
+    # Narrowing keeps the channels that predict the others best and refits the
+    # layers that read them: where a channel of every stream is always zero,
+    # dropping just those must leave the image and the rates as they were.
+    model = with_dead_channel(make_tiny_model(seed=3), level=2, channel=5).eval()
+    images = torch.stack([torch.rand(3, 32, 48) for _ in range(4)])
+    widths = (16, 16, 15)
+    narrower = narrow.narrow_widths(model, widths, images).eval()
+    assert narrower.config.widths == widths
+    assert narrower.decoder_blocks[2][0].conv1.weight.shape == (15, 15, 3, 3)
+    rate = rate_codes(model, batch=4)
+    with torch.no_grad():
+        before, after = model(images, rate), narrower(images, rate)
+    torch.testing.assert_close(after["x_hat"], before["x_hat"], atol=1e-4, rtol=0)
+    for layer, likelihood in before["likelihoods"].items():
+        torch.testing.assert_close(after["likelihoods"][layer], likelihood)
+
+
+def test_narrowing_keeps_between_one_channel_and_the_models_own(tiny_model):
+    images = torch.rand(2, 3, 32, 32)
+    with pytest.raises(ValueError, match="one entry per level"):
+        narrow.narrow_widths(tiny_model, (16, 16), images)
+    with pytest.raises(ValueError, match="from 16 to 17 channels"):
+        narrow.narrow_widths(tiny_model, (16, 16, 17), images)
+    with pytest.raises(ValueError, match="from 16 to 0 channels"):
+        narrow.narrow_widths(tiny_model, (16, 16, 0), images)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        narrow.narrow_widths(tiny_model, (16, 16, 8), images[:1])
+
+
+def test_training_narrows_an_initial_model(tmp_path, training_folder):
+    tiny_training(tmp_path / "a", training_folder, steps=5)
+    start = str(tmp_path / "a" / "checkpoint.pt")
+    tiny_training(tmp_path / "b", training_folder, 10, init=start, widths=[16, 12, 8])
+    model, _ = models.load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert model.config.widths == (16, 12, 8)
+    with pytest.raises(ValueError, match="reshape a model with --init and --widths"):
+        tiny_training(tmp_path / "c", training_folder, 15, resume=start, widths=[8] * 3)
 
 
 def test_training_switches_a_model_to_a_7_bit_scale_network(tmp_path, training_folder):
