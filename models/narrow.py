@@ -12,9 +12,9 @@ narrows, using a few images:
   every residual block its hidden channels are another. Of each stream, the
   channels kept are those from which the others are best predicted, on the
   images (a pivoted Cholesky factorization of the channels' covariance: each
-  pick the channel least explained by those picked before). Picked by
-  weight norms instead, the finest level's kept half left a 36 % error in
-  the pixels' layer where these picks leave 0.2 %.
+  pick the channel least explained by those picked before). Picked by the
+  norms of their weights instead, half the finest level's channels lost
+  14 dB on four training photos (refitted alike), against 1.5 dB with these.
 - Every layer that reads a narrowed stream is fitted anew by least squares:
   from the kept channels alone, to give the outputs it gave on the images.
   The layers that only write a stream keep their kept channels' weights.
