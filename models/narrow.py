@@ -117,9 +117,9 @@ def _inputs_and_outputs(model, readers: list[str], images) -> dict:
     rate[:, 0] = codes.round().long()
     training = model.training
     try:
-        # Several images, gradients on: the residual blocks' plain forward,
-        # which calls their convolutions as modules (coding folds them).
-        with torch.enable_grad():
+        # Several images: the residual blocks' plain forward, which calls
+        # their convolutions as modules (one image's would fold them).
+        with torch.no_grad():
             model.eval()(images.float(), rate)
     finally:
         model.train(training)
