@@ -237,11 +237,12 @@ def _check_resumed_shape(config, opts: TrainOptions) -> None:
 
 
 def _fitting_crops(opts: TrainOptions) -> torch.Tensor:
-    """FITTING_CROPS crops of the training images, the same for the same seed."""
+    """FITTING_CROPS crops of the training images, the same for the same seed;
+    at most 256 px, which bounds the memory of the layers' recorded maps."""
     torch.manual_seed(opts.seed)
     paths = list_images(opts.data)
     chosen = [paths[i] for i in torch.randperm(len(paths))[:FITTING_CROPS]]
-    crops = RandomCrops(chosen, opts.crop, opts.min_scale)
+    crops = RandomCrops(chosen, min(opts.crop, 256), opts.min_scale)
     return torch.stack([crops[i] for i in range(len(chosen))])
 
 
