@@ -118,8 +118,8 @@ def test_decode_profile_counts_every_convolution_once():
 
 
 def test_slimmer_decoders_read_the_same_file_and_leave_the_coder_as_it_was():
-    # A slimmer float network reads today's files (its symbols come from the
-    # scale network alone): the decode must run through, and the coder must
+    # A slimmer float network reads today's files (reading the symbols takes
+    # the scale network alone): the decode must run through, and the coder must
     # decode as before afterwards.
     coder = codec.Codec(make_tiny_model(seed=2), device="cpu", precision="fp32")
     data = coder.encode(natural_image(64, 96, seed=4), quality=50)
