@@ -17,6 +17,9 @@ memory of the process):
 - with ``--before REF``, the package as of an earlier commit, installed on its
   own (its weights, its defaults), to compare speed and memory with;
 - Pillow's WebP and AVIF, and CompressAI's mbt2018-mean (random weights);
+- with ``--model PATH``, ours with other weights (for example a narrower
+  model made by ``train --widths``) at the default tile size, in the default
+  precision and in bfloat16, named by the file's stem;
 - with ``--huge``, the same mosaic at 8660x5773 (50 megapixels): ours and
   the ``--before`` version.
 
@@ -58,8 +61,8 @@ def peak_mb():
 
 if kind == "ours":
     from hvae_compress import codec
-    tile, precision = option.split(",")
-    coder = codec.Codec(None, "cpu", tile_size=int(tile), precision=precision)
+    model, tile, precision = json.loads(option)
+    coder = codec.Codec(model, "cpu", tile_size=tile, precision=precision)
     run = {
         "encode": lambda: coder.encode(source, quality=50),
         "decode": lambda: coder.decode(open(source, "rb").read()),
@@ -212,7 +215,14 @@ def run_rounds(cases: dict, source, folder, tag, threads, repeats) -> tuple:
     return results, files
 
 
-def measure(folder: Path, old, before, threads: int, tile: int, repeats: int) -> dict:
+def ours(tile: int, precision: str, model=None) -> tuple[str, str]:
+    """The case of our codec with these settings (None: the shipped model)."""
+    return "ours", json.dumps([model, tile, precision])
+
+
+def measure(
+    folder: Path, old, before, models, threads: int, tile: int, repeats: int
+) -> dict:
     from hvae_compress import codec
     from hvae_compress.evaluation.metrics import edge_error_ratio, psnr
 
@@ -224,14 +234,18 @@ def measure(folder: Path, old, before, threads: int, tile: int, repeats: int) ->
     pixels = SIZE[0] * SIZE[1]
     quality = {}
     cases = {
-        f"hvae tiles of {tile} px": ("ours", f"{tile},auto"),
-        f"hvae tiles of {tile} px, fp32": ("ours", f"{tile},fp32"),
-        f"hvae tiles of {tile} px, bf16": ("ours", f"{tile},bf16"),
-        "hvae whole": ("ours", "0,auto"),
+        f"hvae tiles of {tile} px": ours(tile, "auto"),
+        f"hvae tiles of {tile} px, fp32": ours(tile, "fp32"),
+        f"hvae tiles of {tile} px, bf16": ours(tile, "bf16"),
+        "hvae whole": ours(0, "auto"),
         "pillow webp q75": ("pillow", "WEBP"),
         "pillow avif q75": ("pillow", "AVIF"),
         "compressai mbt2018-mean": ("compressai", REPO),
     }
+    for model in models:
+        name, model = Path(model).stem, str(Path(model).resolve())
+        cases[f"hvae {name}, tiles of {tile} px"] = ours(tile, "auto", model)
+        cases[f"hvae {name}, tiles of {tile} px, bf16"] = ours(tile, "bf16", model)
     if before:
         cases[f"hvae {before[0]}"] = ("installed", before[1])
     if old:
@@ -263,7 +277,7 @@ def measure_huge(folder: Path, before, threads: int) -> dict:
     version, each encoding and decoding in fresh processes."""
     source = folder / "huge.png"
     mosaic().resize(HUGE_SIZE, Image.Resampling.BICUBIC).save(source)
-    cases = {"hvae (default tiles)": ("ours", "512,auto")}
+    cases = {"hvae (default tiles)": ours(512, "auto")}
     if before:
         cases[f"hvae {before[0]}"] = ("installed", before[1])
     results, _ = run_rounds(cases, source, folder, "huge", threads, 1)
@@ -345,6 +359,14 @@ def main(argv=None) -> None:
         action="store_true",
         help="also measure a 50-megapixel image (about 3 minutes a codec)",
     )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also run ours with these weights (repeatable; named by the "
+        "file's stem), in the default precision and in bfloat16",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument(
         "--repeats",
@@ -362,7 +384,7 @@ def main(argv=None) -> None:
         if args.before:
             before = (args.before, installed(args.before, folder / "before"))
         results = measure(
-            folder, args.old, before, args.threads, args.tile, args.repeats
+            folder, args.old, before, args.model, args.threads, args.tile, args.repeats
         )
         if args.huge:
             results["huge"] = measure_huge(folder, before, args.threads)
