@@ -57,7 +57,7 @@ from .config import BETA_CODES_PER_OCTAVE, LMBDA_CODES, HVAEConfig, get_config
 from .exact import ExactConv2d, round_ste
 from .layers import RateEmbedding, ResBlock, conv1x1, conv3x3, patch_down, patch_up
 from .scales import ScaleNetwork, on_int16
-from .tiling import Tiler, run_whole
+from .tiling import Tiler, release_free_memory, run_whole
 
 # (layer index, table indexes of that layer) -> symbols, or None for "not sent".
 SymbolReader = Callable[[int, torch.Tensor], "torch.Tensor | None"]
@@ -432,6 +432,7 @@ class HierarchicalVAE(nn.Module):
             output = "pixels" if reconstruct else None
             pixels = self._top_down(rate, grid, choose_latent, features, output, run)
             hand_over_last()
+        release_free_memory()
         return {"pixels": pixels}
 
     def _symbol_handover(self, write_symbols: SymbolWriter):
@@ -494,6 +495,7 @@ class HierarchicalVAE(nn.Module):
         pixels = self._top_down(
             rate, tuple(grid), choose_latent, output="pixels", run=_runner(tile)
         )
+        release_free_memory()
         return {"pixels": pixels}
 
 
