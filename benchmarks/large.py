@@ -221,7 +221,7 @@ def ours(tile: int, precision: str, model=None) -> tuple[str, str]:
 
 
 def measure(
-    folder: Path, old, before, models, threads: int, tile: int, repeats: int
+    folder: Path, *, old, before, models, threads: int, tile: int, repeats: int
 ) -> dict:
     from hvae_compress import codec
     from hvae_compress.evaluation.metrics import edge_error_ratio, psnr
@@ -384,7 +384,13 @@ def main(argv=None) -> None:
         if args.before:
             before = (args.before, installed(args.before, folder / "before"))
         results = measure(
-            folder, args.old, before, args.model, args.threads, args.tile, args.repeats
+            folder,
+            old=args.old,
+            before=before,
+            models=args.model,
+            threads=args.threads,
+            tile=args.tile,
+            repeats=args.repeats,
         )
         if args.huge:
             results["huge"] = measure_huge(folder, before, args.threads)

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 
 # Training crops that narrowing (`--widths` with `--init`) picks channels and
 # fits layers on: at the finest level of the base preset, 16 crops of 256 px
-# fill the least-squares fits' rows.
+# fill the least-squares fits' rows; larger crops add nothing but memory (the
+# layers' recorded maps grow with the crop's area), so --crop is capped there.
 FITTING_CROPS = 16
+FITTING_CROP_MAX = 256
 
 
 @dataclass

@@ -43,7 +43,7 @@ from .grow import (
 from .hvae import HierarchicalVAE, build_model, pad_to_stride
 from .loss import RateDistortionLoss, psnr
 from .narrow import narrow_widths
-from .options import FITTING_CROPS, TrainOptions
+from .options import FITTING_CROP_MAX, FITTING_CROPS, TrainOptions
 
 
 @dataclass
@@ -237,12 +237,12 @@ def _check_resumed_shape(config, opts: TrainOptions) -> None:
 
 
 def _fitting_crops(opts: TrainOptions) -> torch.Tensor:
-    """FITTING_CROPS crops of the training images, the same for the same seed;
-    at most 256 px, which bounds the memory of the layers' recorded maps."""
+    """FITTING_CROPS crops of the training images, the same for the same seed,
+    of at most FITTING_CROP_MAX px."""
     torch.manual_seed(opts.seed)
     paths = list_images(opts.data)
     chosen = [paths[i] for i in torch.randperm(len(paths))[:FITTING_CROPS]]
-    crops = RandomCrops(chosen, min(opts.crop, 256), opts.min_scale)
+    crops = RandomCrops(chosen, min(opts.crop, FITTING_CROP_MAX), opts.min_scale)
     return torch.stack([crops[i] for i in range(len(chosen))])
 
 
