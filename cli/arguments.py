@@ -85,6 +85,15 @@ def quality_list(text: str) -> list[float]:
         ) from None
 
 
+def model_name(text: str) -> str:
+    from ..models.config import check_model_name
+
+    try:
+        return check_model_name(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def common_options() -> argparse.ArgumentParser:
     """--quiet and --debug, for every subcommand."""
     common = argparse.ArgumentParser(add_help=False)

@@ -15,6 +15,7 @@ from ..models.options import FITTING_CROPS, TrainOptions, defaults
 from .arguments import (
     float_list,
     int_list,
+    model_name,
     non_negative_int,
     positive_float,
     positive_int,
@@ -22,7 +23,7 @@ from .arguments import (
     share,
     unit_fraction,
 )
-from .paths import check_output_folders
+from .paths import UsageError, check_output_folders
 
 
 def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
@@ -239,12 +240,23 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
         "tables, qualities calibrated on the training images) to PATH, ready "
         "for --model",
     )
+    add(
+        "--export-name",
+        type=model_name,
+        metavar="NAME",
+        default=None,
+        help="the exported model's name, which its files record and decoders "
+        "find it by (default: the trained model's, e.g. base); give a model "
+        "reshaped from another (--widths) its own",
+    )
     parser.set_defaults(run=run_train)
 
 
 def run_train(args) -> int:
     from ..models.train import train
 
+    if args.export_name and not args.export:
+        raise UsageError("--export-name names what --export writes: give --export too")
     # The run makes its --out folder; any other folder for the export must exist.
     if args.export and Path(args.export).resolve().parent != Path(args.out).resolve():
         check_output_folders([args.export])
@@ -258,6 +270,7 @@ def run_train(args) -> int:
             f"{args.out}/checkpoint.pt",
             args.export,
             calibration_images=list_images(args.data),
+            name=args.export_name,
         )
     if not args.quiet and summary.get("rank", 0) == 0:
         print(json.dumps(summary, indent=2))

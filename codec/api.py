@@ -155,6 +155,7 @@ def export_model(
     checkpoint_path: str | os.PathLike,
     out_path: str | os.PathLike,
     calibration_images: Sequence[str | os.PathLike] = (),
+    name: str | None = None,
 ) -> None:
     """Freeze a training checkpoint for coding: EMA weights, integer tables.
 
@@ -164,6 +165,9 @@ def export_model(
     With ``calibration_images`` (training photos, never the benchmark), the
     qualities are calibrated on them to even steps in file size
     (`models.calibration`); the weights, and so every file, stay the same.
+    ``name`` is the name its files record and decoders find it by (default: the
+    checkpoint's); a model reshaped from another, e.g. narrowed from ``base``
+    for speed, needs its own.
     """
     checkpoint = models.read_checkpoint(checkpoint_path)
     network = models.model_from_checkpoint(checkpoint, _weights_key(checkpoint))
@@ -172,6 +176,8 @@ def export_model(
     if calibration_images:
         crops = models.calibration_crops(list(calibration_images), config.top_stride)
         config = models.calibrated(network, crops)
+    if name is not None:
+        config = replace(config, name=name)
     tables = tables_for(config)
     frozen = {
         "format": checkpoint["format"],

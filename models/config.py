@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 
 # Rate settings travel as integer codes, so that a decoder derives exactly the
@@ -18,6 +19,9 @@ from dataclasses import dataclass
 # beta code j stands for beta = 2**(j / BETA_CODES_PER_OCTAVE).
 LMBDA_CODES = 4096
 BETA_CODES_PER_OCTAVE = 16
+# A model's name is stored in every file it writes and names its shipped
+# weights file (`models.weights`), so it is short and safe in a file name.
+MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 
 def split_quality_code(code: int) -> tuple[int, int]:
@@ -35,12 +39,23 @@ def split_quality_code(code: int) -> tuple[int, int]:
 DEFAULT_ACTIVATION_UNITS = 255
 
 
+def check_model_name(name: str) -> str:
+    """``name`` if it can name a model (see MODEL_NAME), else a ValueError."""
+    if not MODEL_NAME.fullmatch(name):
+        raise ValueError(
+            f"a model name is 1-32 of a-z, 0-9, '_' and '-', starting with a "
+            f"letter or digit; got {name!r}"
+        )
+    return name
+
+
 @dataclass(frozen=True)
 class HVAEConfig:
     """Architecture and rate range of a hierarchical VAE.
 
     Attributes:
-        name: preset name, recorded in checkpoints and containers.
+        name: the model's name (a preset's, or its own: `MODEL_NAME`), recorded
+            in checkpoints and in every file the model writes.
         widths: channels of the feature maps at each level, top first.
         encoder_blocks: residual blocks of the bottom-up encoder at each level.
         latent_layers: latent layers (top-down blocks) at each level.
@@ -97,6 +112,7 @@ class HVAEConfig:
             "decoder_blocks",
             "scale_widths",
         )
+        check_model_name(self.name)
         for field in per_level:
             if len(getattr(self, field)) != len(self.widths):
                 raise ValueError(

@@ -496,3 +496,13 @@ def test_train_refuses_an_export_to_a_missing_folder_before_training(tmp_path, c
     assert main([*arguments, "--export", str(export)]) == 2
     assert f"cannot write {export}: no folder" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # refused before the run began
+
+
+def test_train_refuses_a_bad_export_name_before_training(tmp_path, capsys):
+    arguments = ["train", str(tmp_path), "--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit):
+        main([*arguments, "--export", str(tmp_path / "m.pt"), "--export-name", "A/b"])
+    assert "a model name is 1-32 of a-z" in capsys.readouterr().err
+    assert main([*arguments, "--export-name", "fast"]) == 2
+    assert "give --export too" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -371,6 +371,21 @@ def test_exported_model_stores_fp16_weights_and_integer_tables(
     )
 
 
+def test_an_exported_model_can_carry_its_own_name(tiny_checkpoint, tmp_path):
+    # A model reshaped from another (say narrowed from base) must not claim its name:
+    # decoders find a file's weights by the name it records.
+    raw = tiny_checkpoint.parent / "raw.pt"
+    codec.export_model(raw, tmp_path / "tiny-fast.pt", name="tiny-fast")
+    named = codec.Codec(tmp_path / "tiny-fast.pt", device="cpu")
+    data = named.encode(natural_image(40, 48), quality=50)
+    assert named.name == codec.read_header(data).model_name == "tiny-fast"
+    assert named.fingerprint == codec.Codec(tiny_checkpoint).fingerprint
+    assert named.decode(data).size == (48, 40)
+    with pytest.raises(ValueError, match="a model name is 1-32 of"):
+        codec.export_model(raw, tmp_path / "bad.pt", name="../base")
+    assert not (tmp_path / "bad.pt").exists()
+
+
 def test_golden_file_for_a_fixed_seed(tiny_model):
     """Seeded model and image -> pinned bytes (regenerate only on a format change)."""
     coder = codec.Codec(tiny_model, "cpu", precision="fp32")
