@@ -1,12 +1,13 @@
-"""Golden files of the shipped model: old files must keep decoding the same.
+"""Golden files of the shipped models: old files must keep decoding the same.
 
 Files written on the machine that made the shipped weights, committed with the
 SHA-256 of every layer's table indexes and symbols and with their decoded
 pixels. A change to the model, a library upgrade or another machine must decode
 them to exactly those symbols and to pixels within +-1 (the float
 reconstruction after the last latent layer may round differently elsewhere).
+Each shipped model NAME has its own set (``golden/NAME.json`` and its files).
 When the shipped weights change on purpose, `python -m tests.make_golden`
-writes new ones and moves the old set to ``golden/<model>-<fingerprint>/``:
+writes new ones and moves the old set to ``golden/NAME-<fingerprint>/``:
 files of earlier releases must keep decoding, through the weights that later
 versions keep installed (`models.weights`).
 """
@@ -25,20 +26,31 @@ from .conftest import REPO
 from .decode_worker import decode_hashed, recording_codec
 
 GOLDEN = REPO / "tests" / "golden"
-PINS = GOLDEN / "base.json"
 
 
-def test_golden_files_decode_to_their_pinned_symbols_and_pixels():
-    pins = json.loads(PINS.read_text())
-    coder, digests = recording_codec(models.DEFAULT_MODEL)
+def pins_file(folder, model: str):
+    return folder / f"{model}.json"
+
+
+def model_of(release_set) -> str:
+    """The model of an earlier release's set: its folder is MODEL-FINGERPRINT."""
+    return release_set.name.rsplit("-", 1)[0]
+
+
+@pytest.mark.parametrize("model", models.shipped_models())
+def test_golden_files_decode_to_their_pinned_symbols_and_pixels(model):
+    pins = json.loads(pins_file(GOLDEN, model).read_text())
+    coder, digests = recording_codec(model)
     assert pins["model_hash"] == coder.fingerprint.hex(), (
-        "the shipped weights changed: run `python -m tests.make_golden`"
+        f"the shipped weights of {model!r} changed: run `python -m tests.make_golden`"
     )
     assert_pinned(GOLDEN, pins, coder, digests)
 
 
 def earlier_release_sets() -> list:
-    return sorted(path for path in GOLDEN.iterdir() if (path / PINS.name).is_file())
+    return sorted(
+        path for path in GOLDEN.iterdir() if pins_file(path, model_of(path)).is_file()
+    )
 
 
 def test_a_golden_set_is_kept_for_the_release_before():
@@ -46,13 +58,14 @@ def test_a_golden_set_is_kept_for_the_release_before():
 
 
 @pytest.mark.parametrize("folder", earlier_release_sets(), ids=lambda p: p.name)
-def test_files_of_earlier_releases_decode_with_the_default_codec(folder):
-    pins = json.loads((folder / PINS.name).read_text())
+def test_files_of_earlier_releases_decode_with_the_newest_codec(folder):
+    model = model_of(folder)
+    pins = json.loads(pins_file(folder, model).read_text())
     fingerprint = bytes.fromhex(pins["model_hash"])
-    weights = models.released_weights_path(models.DEFAULT_MODEL, fingerprint)
+    weights = models.released_weights_path(model, fingerprint)
     assert weights is not None, f"the weights of {folder.name} must stay installed"
     assert_pinned(folder, pins, *recording_codec(weights))
-    default = codec.Codec()  # holds the newest weights, finds the earlier ones
+    default = codec.Codec(model)  # holds the newest weights, finds the earlier ones
     assert default.fingerprint != fingerprint
     for name, pin in pins["files"].items():
         decoded = default.decode((folder / name).read_bytes())
@@ -60,16 +73,17 @@ def test_files_of_earlier_releases_decode_with_the_default_codec(folder):
 
 
 def test_a_model_name_read_from_a_file_is_never_a_path():
-    fingerprint = bytes.fromhex(earlier_release_sets()[0].name.split("-")[-1])
-    name = models.DEFAULT_MODEL
+    release_set = earlier_release_sets()[0]
+    name = model_of(release_set)
+    fingerprint = bytes.fromhex(release_set.name.rsplit("-", 1)[1])
     assert models.released_weights_path(name, fingerprint) is not None
     assert models.released_weights_path(f"../released/{name}", fingerprint) is None
 
 
 def test_released_weights_are_named_by_their_fingerprint():
     for path in sorted(models.weights.RELEASED_DIR.glob("*.pt")):
-        fingerprint = codec.Codec(path).fingerprint.hex()
-        assert path.stem == f"{models.DEFAULT_MODEL}-{fingerprint}"
+        coder = codec.Codec(path)
+        assert path.stem == f"{coder.name}-{coder.fingerprint.hex()}"
 
 
 def assert_pinned(folder, pins, coder, digests) -> None:
@@ -85,8 +99,9 @@ def assert_pixels_within_one(decoded, png, name) -> None:
     assert np.abs(np.asarray(decoded, np.int16) - expected).max() <= 1, name
 
 
+@pytest.mark.parametrize("model", models.shipped_models())
 @pytest.mark.parametrize("quality", [10, 50, 90])
-def test_golden_files_were_made_from_the_sample_image(quality):
-    header = codec.read_header((GOLDEN / f"base_q{quality}.hvae").read_bytes())
+def test_golden_files_were_made_from_the_sample_image(model, quality):
+    header = codec.read_header((GOLDEN / f"{model}_q{quality}.hvae").read_bytes())
     assert (header.width, header.height) == (256, 192)
-    assert header.model_name == models.DEFAULT_MODEL
+    assert header.model_name == model

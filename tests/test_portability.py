@@ -115,13 +115,16 @@ def test_a_7_bit_scale_network_decodes_identically_under_every_kernel_variant(
 
 
 @pytest.mark.slow
-def test_shipped_model_files_decode_identically_under_every_kernel_variant(tmp_path):
+@pytest.mark.parametrize("model", models.shipped_models())
+def test_shipped_model_files_decode_identically_under_every_kernel_variant(
+    tmp_path, model
+):
     """Six Kodak images (synthetic ones without ../shared) at three qualities."""
-    coder = codec.Codec(models.DEFAULT_MODEL, "cpu")
+    coder = codec.Codec(model, "cpu")
     if KODAK.is_dir():
         paths = sorted(KODAK.glob("*.png"))[::4][:6]
         images = {p.stem: p for p in paths}
     else:
         images = {f"image{s}": natural_image(256, 384, seed=s) for s in range(6)}
     files = encode_all(coder, images, tmp_path / "files")
-    check_variants_agree(models.DEFAULT_MODEL, files, tmp_path)
+    check_variants_agree(model, files, tmp_path)
