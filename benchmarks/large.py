@@ -1,6 +1,6 @@
 """Large photos: seams, memory and speed on a 12-megapixel image, side by side.
 
-    python -m benchmarks.large [--old REF] [--before REF] [--huge] [--repeats N]
+    python -m benchmarks.large [--old REF] [--before REF] [--model NAME] [--huge]
     # writes benchmarks/large.{json,md}
 
 The image: four Kodak photos side by side (2 x 2), upscaled to 4000x2667, so
@@ -17,9 +17,10 @@ memory of the process):
 - with ``--before REF``, the package as of an earlier commit, installed on its
   own (its weights, its defaults), to compare speed and memory with;
 - Pillow's WebP and AVIF, and CompressAI's mbt2018-mean (random weights);
-- with ``--model PATH``, ours with other weights (for example a narrower
-  model made by ``train --widths``) at the default tile size, in the default
-  precision and in bfloat16, named by the file's stem;
+- with ``--model NAME_OR_PATH``, ours with another shipped model (``fast``)
+  or other weights (for example a narrower model made by ``train --widths``)
+  at the default tile size, in the default precision and in bfloat16, named
+  by the file's stem;
 - with ``--huge``, the same mosaic at 8660x5773 (50 megapixels): ours and
   the ``--before`` version.
 
@@ -243,7 +244,9 @@ def measure(
         "compressai mbt2018-mean": ("compressai", REPO),
     }
     for model in models:
-        name, model = Path(model).stem, str(Path(model).resolve())
+        name = Path(model).stem
+        if Path(model).is_file():  # else a shipped model's name
+            model = str(Path(model).resolve())
         cases[f"hvae {name}, tiles of {tile} px"] = ours(tile, "auto", model)
         cases[f"hvae {name}, tiles of {tile} px, bf16"] = ours(tile, "bf16", model)
     if before:
@@ -363,9 +366,10 @@ def main(argv=None) -> None:
         "--model",
         action="append",
         default=[],
-        metavar="PATH",
-        help="also run ours with these weights (repeatable; named by the "
-        "file's stem), in the default precision and in bfloat16",
+        metavar="NAME_OR_PATH",
+        help="also run ours with this shipped model or these weights "
+        "(repeatable; named by the file's stem), in the default precision and "
+        "in bfloat16",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument(

@@ -275,7 +275,7 @@ PRESETS: dict[str, HVAEConfig] = {
         scale_widths=(16, 16, 16),
         scale_cond_dim=8,
     ),
-    # The shipped model: 6 latent layers at strides 64, 32, 16, 16, 8, 8; plain 3x3
+    # The default model: 6 latent layers at strides 64, 32, 16, 16, 8, 8; plain 3x3
     # convolutions throughout, because they run several times faster per
     # multiply-add on CPUs than depthwise (ConvNeXt-style) blocks.
     "base": HVAEConfig(
@@ -288,6 +288,12 @@ PRESETS: dict[str, HVAEConfig] = {
         scale_widths=(96, 96, 96, 64, 0),
     ),
 }
+# The faster model: base at half width at the two finest levels, where most of
+# the multiply-adds are (benchmarks/decode_profile.md). Trained by narrowing a
+# trained base (`train --init base.pt --widths 192,192,192,64,32`).
+PRESETS["fast"] = dataclasses.replace(
+    PRESETS["base"], name="fast", widths=(192, 192, 192, 64, 32)
+)
 
 
 def get_config(name_or_config: str | HVAEConfig) -> HVAEConfig:

@@ -558,7 +558,7 @@ def test_model_rejects_rate_codes_of_the_wrong_shape(tiny_model):
 
 
 def test_build_model_lists_valid_presets_for_an_unknown_name():
-    with pytest.raises(ValueError, match="base, tiny"):
+    with pytest.raises(ValueError, match="base, fast, tiny"):
         models.build_model("huge")
 
 
@@ -568,6 +568,13 @@ def test_base_preset_meets_the_architecture_brief():
     assert len(set(config.layer_strides())) >= 3
     parameters = sum(p.numel() for p in models.build_model("base").parameters())
     assert parameters <= 20_000_000
+
+
+def test_fast_preset_is_base_narrowed_and_nothing_else():
+    base, fast = models.get_config("base"), models.get_config("fast")
+    assert dataclasses.replace(fast, name="base", widths=base.widths) == base
+    assert all(f <= b for f, b in zip(fast.widths, base.widths, strict=True))
+    assert fast.widths[-2:] == tuple(b // 2 for b in base.widths[-2:])
 
 
 def test_config_survives_a_dict_round_trip():
