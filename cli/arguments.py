@@ -110,8 +110,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--model",
         metavar="NAME_OR_PATH",
         default=None,
-        help="shipped model name or checkpoint file (default: the shipped 'base' "
-        "model; when decoding, the model named in the file)",
+        help="shipped model name, 'base' or 'fast' (faster coding, larger "
+        "files), or a checkpoint file (default: base; when decoding, the model "
+        "named in the file)",
     )
     parser.add_argument(
         "--device",

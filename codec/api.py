@@ -219,8 +219,9 @@ class Codec:
     """A loaded model and its entropy coder, for encoding and decoding many images.
 
     Args:
-        model: a shipped model name (default: the shipped ``base`` model), a path
-            to a checkpoint, or a `models.HierarchicalVAE` instance.
+        model: a shipped model's name (default ``base``; ``fast`` codes faster
+            for larger files), a path to a checkpoint, or a
+            `models.HierarchicalVAE` instance.
         device: "cpu", "cuda" or "auto"/None (a GPU when there is one).
         tile_size: the networks process large images in tiles of this many
             pixels (a multiple of the model's top stride), which bounds memory
