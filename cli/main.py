@@ -284,9 +284,11 @@ def run_decode(args) -> int:
         try:
             paths.check_source(source)
             paths.check_target(target, args.force)
-            start = time.perf_counter()
             data = paths.read_bytes(source)
-            image = _codec_for_file(args, data, codecs).decode(data, layers=args.layers)
+            coder = _codec_for_file(args, data, codecs)
+            # Timed like encode's line: the model, loaded once, is not counted.
+            start = time.perf_counter()
+            image = coder.decode(data, layers=args.layers)
             name = None if target == paths.STDIO else target
             output = image_bytes(image, name, quality=quality, png_compression=level)
             paths.write_output(target, output, args.force)
