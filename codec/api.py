@@ -18,7 +18,7 @@ from PIL import Image
 
 from .. import models
 from ..entropy import AnsBackend, CorruptStreamError, GaussianTables, build_tables
-from ..models.config import DEFAULT_ACTIVATION_UNITS
+from ..models.config import DEFAULT_ACTIVATION_UNITS, check_model_name
 from . import target
 from .container import (
     HASH_BYTES,
@@ -169,6 +169,8 @@ def export_model(
     checkpoint's); a model reshaped from another, e.g. narrowed from ``base``
     for speed, needs its own.
     """
+    if name is not None:  # before the work, not after it
+        check_model_name(name)
     checkpoint = models.read_checkpoint(checkpoint_path)
     network = models.model_from_checkpoint(checkpoint, _weights_key(checkpoint))
     network.refresh_grids()

@@ -384,6 +384,9 @@ def test_an_exported_model_can_carry_its_own_name(tiny_checkpoint, tmp_path):
     with pytest.raises(ValueError, match="a model name is 1-32 of"):
         codec.export_model(raw, tmp_path / "bad.pt", name="../base")
     assert not (tmp_path / "bad.pt").exists()
+    # The name is checked first: no checkpoint is read (or calibrated) for nothing.
+    with pytest.raises(ValueError, match="a model name is 1-32 of"):
+        codec.export_model(tmp_path / "missing.pt", tmp_path / "bad.pt", name="Base")
 
 
 def test_golden_file_for_a_fixed_seed(tiny_model):

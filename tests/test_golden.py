@@ -32,9 +32,11 @@ def pins_file(folder, model: str):
     return folder / f"{model}.json"
 
 
-def model_of(release_set) -> str:
-    """The model of an earlier release's set: its folder is MODEL-FINGERPRINT."""
-    return release_set.name.rsplit("-", 1)[0]
+def release_of(release_set) -> tuple[str, bytes]:
+    """(model, fingerprint) of an earlier release's set: its folder is
+    MODEL-FINGERPRINT (hex)."""
+    model, fingerprint = release_set.name.rsplit("-", 1)
+    return model, bytes.fromhex(fingerprint)
 
 
 @pytest.mark.parametrize("model", models.shipped_models())
@@ -48,9 +50,8 @@ def test_golden_files_decode_to_their_pinned_symbols_and_pixels(model):
 
 
 def earlier_release_sets() -> list:
-    return sorted(
-        path for path in GOLDEN.iterdir() if pins_file(path, model_of(path)).is_file()
-    )
+    folders = sorted(path for path in GOLDEN.iterdir() if path.is_dir())
+    return [path for path in folders if pins_file(path, release_of(path)[0]).is_file()]
 
 
 def test_a_golden_set_is_kept_for_the_release_before():
@@ -59,7 +60,7 @@ def test_a_golden_set_is_kept_for_the_release_before():
 
 @pytest.mark.parametrize("folder", earlier_release_sets(), ids=lambda p: p.name)
 def test_files_of_earlier_releases_decode_with_the_newest_codec(folder):
-    model = model_of(folder)
+    model, _ = release_of(folder)
     pins = json.loads(pins_file(folder, model).read_text())
     fingerprint = bytes.fromhex(pins["model_hash"])
     weights = models.released_weights_path(model, fingerprint)
@@ -73,9 +74,7 @@ def test_files_of_earlier_releases_decode_with_the_newest_codec(folder):
 
 
 def test_a_model_name_read_from_a_file_is_never_a_path():
-    release_set = earlier_release_sets()[0]
-    name = model_of(release_set)
-    fingerprint = bytes.fromhex(release_set.name.rsplit("-", 1)[1])
+    name, fingerprint = release_of(earlier_release_sets()[0])
     assert models.released_weights_path(name, fingerprint) is not None
     assert models.released_weights_path(f"../released/{name}", fingerprint) is None
 
