@@ -56,6 +56,18 @@ def _tile_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="CPU threads of the networks (default: torch's, one per core); 1 "
+        "suits coding many files in processes side by side; decoded pixels do "
+        "not depend on it",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -127,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         "they multiply the quality's own (the lowest qualities raise all alike)",
     )
     _tile_option(encode)
+    _threads_option(encode)
     add_model_options(encode)
     encode.set_defaults(run=run_encode)
 
@@ -167,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "2-3x faster than zlib's default 6, for 2-3 %% more bytes)",
     )
     _tile_option(decode)
+    _threads_option(decode)
     add_model_options(decode)
     decode.set_defaults(run=run_decode)
 
@@ -386,8 +400,12 @@ def run_demo(args) -> int:
 
 
 def _make_codec(args, model=None):
+    import torch
+
     from .. import codec
 
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     options = {}
     if getattr(args, "max_pixels", None):
         options["max_pixels"] = args.max_pixels

@@ -184,6 +184,24 @@ def test_tile_size_zero_processes_images_whole(images, tiny_checkpoint, tmp_path
     assert outputs[0] == outputs[1]
 
 
+def test_threads_sets_the_networks_threads(images, tiny_checkpoint, tmp_path):
+    import torch
+
+    model = ["--model", str(tiny_checkpoint), "--quiet"]
+    encoded = tmp_path / "a.hvae"
+    assert main(["encode", str(images[0]), "-o", str(encoded), *model]) == 0
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        args = ["decode", str(encoded), "-o", str(tmp_path / "a.png"), "--threads"]
+        assert main([*args, "1", *model]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit):  # argparse's usage error
+        main([*args, "0", *model])
+
+
 def test_precision_chooses_the_codecs_arithmetic(images, tiny_checkpoint, tmp_path):
     from hvae_compress import codec
 
