@@ -184,22 +184,30 @@ def test_tile_size_zero_processes_images_whole(images, tiny_checkpoint, tmp_path
     assert outputs[0] == outputs[1]
 
 
-def test_threads_sets_the_networks_threads(images, tiny_checkpoint, tmp_path):
+def test_threads_sets_the_networks_threads_not_the_file(
+    images, tiny_checkpoint, tmp_path
+):
     import torch
 
     model = ["--model", str(tiny_checkpoint), "--quiet"]
-    encoded = tmp_path / "a.hvae"
-    assert main(["encode", str(images[0]), "-o", str(encoded), *model]) == 0
     before = torch.get_num_threads()
+    files, pixels = [], []
     try:
-        torch.set_num_threads(2)
-        args = ["decode", str(encoded), "-o", str(tmp_path / "a.png"), "--threads"]
-        assert main([*args, "1", *model]) == 0
-        assert torch.get_num_threads() == 1
+        for threads in ("1", "2"):
+            encoded, decoded = tmp_path / f"{threads}.hvae", tmp_path / f"{threads}.png"
+            args = ["encode", str(images[0]), "-o", str(encoded), "--threads", threads]
+            assert main([*args, *model]) == 0
+            assert torch.get_num_threads() == int(threads)
+            args = ["decode", str(encoded), "-o", str(decoded), "--threads", threads]
+            assert main([*args, *model]) == 0
+            files.append(encoded.read_bytes())
+            pixels.append(np.asarray(Image.open(decoded)))
     finally:
         torch.set_num_threads(before)
+    assert files[0] == files[1]
+    np.testing.assert_array_equal(pixels[0], pixels[1])
     with pytest.raises(SystemExit):  # argparse's usage error
-        main([*args, "0", *model])
+        main([*args[:-1], "0", *model])
 
 
 def test_precision_chooses_the_codecs_arithmetic(images, tiny_checkpoint, tmp_path):
