@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +20,7 @@ from benchmarks.decode_profile import (
     slimmed,
 )
 from benchmarks.int8_decoder_study import float_decoder_in_int8, uint8_activations
-from hvae_compress import codec
+from hvae_compress import codec, models
 from hvae_compress.evaluation.metrics import psnr
 
 from .conftest import make_tiny_model, natural_image
@@ -148,3 +150,24 @@ def test_slimmer_encoders_run_beside_the_shipped_scale_network():
     fewest = slimmed(coder.config, *list(SLIMMER_ENCODERS.values())[-1])
     assert sum(fewest.encoder_blocks) < sum(coder.config.encoder_blocks)
     assert coder.encode(image, quality=50) == data
+
+
+def test_fast_shapes_study_slims_fast_and_nothing_else():
+    # Every shape must be a valid model that only narrows or removes blocks of
+    # fast's float network, which its random-weight timing stands for.
+    from benchmarks.fast_shapes_study import SHAPES
+
+    fast = models.get_config("fast")
+    for change in SHAPES.values():
+        shape = dataclasses.replace(fast, **change)
+        assert all(a <= b for a, b in zip(shape.widths, fast.widths, strict=True))
+        assert all(
+            a <= b
+            for a, b in zip(shape.decoder_blocks, fast.decoder_blocks, strict=True)
+        )
+        assert (
+            dataclasses.replace(
+                shape, widths=fast.widths, decoder_blocks=fast.decoder_blocks
+            )
+            == fast
+        )
