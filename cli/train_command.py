@@ -109,7 +109,8 @@ def add_train_parser(sub, common: argparse.ArgumentParser) -> None:
         metavar="N_top,...,N_bottom",
         help="residual blocks after each level's latent layers, top first (with "
         "--init: add blocks to the model's, each new one starting as the "
-        "identity; none: keep the model's or the preset's)",
+        "identity, or remove those whose loss changes its image least, for "
+        "faster decoding; none: keep the model's or the preset's)",
     )
     add(
         "--encoder-blocks",

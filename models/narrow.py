@@ -22,6 +22,11 @@ narrows, using a few images:
 The rate embeddings, the latent layers and the exact scale network keep their
 shapes (the scale network does not see the float network's features), so the
 narrowed model's symbols are read with the same tables.
+
+`shorten_decoder` removes residual blocks after a level's latent layers, the
+inverse of `models.grow.deepen_decoder`: a block computes x + f(x), so without
+it the level passes x on. One at a time, the block goes whose removal changes
+the model's image on the images least.
 """
 
 from __future__ import annotations
@@ -99,6 +104,74 @@ def narrow_widths(
     return _loaded(narrower, state, model.training)
 
 
+def shorten_decoder(
+    model: HierarchicalVAE, decoder_blocks: tuple[int, ...], images: torch.Tensor
+) -> HierarchicalVAE:
+    """``model`` with ``decoder_blocks`` residual blocks per level (top first,
+    each at most the model's own), those removed chosen on ``images`` (as for
+    `narrow_widths`): one at a time, the one whose removal leaves the image
+    the model computed closest."""
+    config = model.config
+    wanted = _one_per_level(config, decoder_blocks, "decoder blocks")
+    for level, (old, new) in enumerate(zip(config.decoder_blocks, wanted, strict=True)):
+        if not 0 <= new <= old:
+            raise ValueError(
+                f"level {level}: cannot go from {old} to {new} decoder blocks "
+                "(shortening keeps between 0 and the model's own)"
+            )
+    rate = _spread_rates(model, images.shape[0])
+    target = _image(model, images, rate)
+    training = model.training
+    while model.config.decoder_blocks != wanted:
+        have = model.config.decoder_blocks
+        candidates = [
+            _without_block(model, level, index)
+            for level in range(config.num_levels)
+            if have[level] > wanted[level]
+            for index in range(have[level])
+        ]
+        model = min(
+            candidates,
+            key=lambda shorter: F.mse_loss(_image(shorter, images, rate), target),
+        )
+    return model.train(training)
+
+
+def _without_block(model: HierarchicalVAE, level: int, index: int) -> HierarchicalVAE:
+    """A copy of ``model`` without its ``index``-th decoder block at ``level``."""
+    prefix = f"decoder_blocks.{level}."
+    state = {}
+    for name, value in model.state_dict().items():
+        if name.startswith(prefix):
+            position, rest = name.removeprefix(prefix).split(".", 1)
+            if int(position) == index:
+                continue
+            name = f"{prefix}{int(position) - (int(position) > index)}.{rest}"
+        state[name] = value
+    blocks = list(model.config.decoder_blocks)
+    blocks[level] -= 1
+    config = dataclasses.replace(model.config, decoder_blocks=tuple(blocks))
+    return _loaded(HierarchicalVAE(config), state, model.training)
+
+
+def _spread_rates(model: HierarchicalVAE, count: int) -> torch.Tensor:
+    """Rate codes for ``count`` images, their lambdas spread over the model's range."""
+    codes = torch.linspace(0, model.config.lmbda_top_code, count)
+    rate = torch.zeros(count, 1 + model.num_layers, dtype=torch.int64)
+    rate[:, 0] = codes.round().long()
+    return rate
+
+
+def _image(model: HierarchicalVAE, images: torch.Tensor, rate) -> torch.Tensor:
+    """The model's reconstruction of ``images`` in evaluation mode (no noise)."""
+    training = model.training
+    try:
+        with torch.no_grad():
+            return model.eval()(images.float(), rate)["x_hat"]
+    finally:
+        model.train(training)
+
+
 def _module(weight_name: str) -> str:
     return weight_name.removesuffix(".weight")
 
@@ -112,9 +185,7 @@ def _inputs_and_outputs(model, readers: list[str], images) -> dict:
             seen[name] = (inputs[0].detach().double(), output.detach().double())
 
         hooks.append(model.get_submodule(name).register_forward_hook(record))
-    codes = torch.linspace(0, model.config.lmbda_top_code, images.shape[0])
-    rate = torch.zeros(images.shape[0], 1 + model.num_layers, dtype=torch.int64)
-    rate[:, 0] = codes.round().long()
+    rate = _spread_rates(model, images.shape[0])
     training = model.training
     try:
         # Several images: the residual blocks' plain forward, which calls

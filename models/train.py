@@ -42,7 +42,7 @@ from .grow import (
 )
 from .hvae import HierarchicalVAE, build_model, pad_to_stride
 from .loss import RateDistortionLoss, psnr
-from .narrow import narrow_widths
+from .narrow import narrow_widths, shorten_decoder
 from .options import FITTING_CROP_MAX, FITTING_CROPS, TrainOptions
 
 
@@ -197,7 +197,7 @@ def _load_start(opts: TrainOptions):
         if opts.latent_channels:
             model = widen_latents(model, opts.latent_channels)
         if opts.decoder_blocks:
-            model = deepen_decoder(model, opts.decoder_blocks)
+            model = _reblocked(model, opts)
         if opts.encoder_blocks:
             model = deepen_encoder(model, opts.encoder_blocks)
         info = checkpoint.get("train_info", {})
@@ -215,6 +215,16 @@ def _load_start(opts: TrainOptions):
         config = replace(config, widths=tuple(opts.widths))
     model = build_model(config)
     return model, copy.deepcopy(model), 0, None, {}
+
+
+def _reblocked(model, opts: TrainOptions):
+    """The model with ``opts.decoder_blocks`` per level: blocks removed where
+    it has more (for speed), then added where it has fewer."""
+    own, wanted = model.config.decoder_blocks, tuple(opts.decoder_blocks)
+    fewer = tuple(map(min, own, wanted))
+    if len(wanted) == len(own) and fewer != own:  # else deepen_decoder says why
+        model = shorten_decoder(model, fewer, _fitting_crops(opts))
+    return deepen_decoder(model, opts.decoder_blocks)
 
 
 def _check_resumed_shape(config, opts: TrainOptions) -> None:

@@ -518,6 +518,46 @@ def test_narrowing_keeps_between_one_channel_and_the_models_own(tiny_model):
         narrow.narrow_widths(tiny_model, (16, 16, 8), images[:1])
 
 
+def test_shortening_removes_the_blocks_whose_loss_changes_the_image_least():
+    # Blocks added by deepen_decoder are the identity, the model's own one is
+    # not (its last convolution stirred up from its zero start): shortening
+    # back must remove exactly the added ones, wherever they sit.
+    model = make_tiny_model(seed=3).eval()
+    with torch.no_grad():
+        model.decoder_blocks[2][0].conv2.weight.normal_(std=0.1)
+    deeper = deepen_decoder(model, (1, 0, 3))
+    blocks = deeper.decoder_blocks[2]
+    blocks[0], blocks[2] = blocks[2], blocks[0]  # the model's own block last
+    images = torch.rand(4, 3, 32, 48)
+    shorter = narrow.shorten_decoder(deeper, (0, 0, 1), images).eval()
+    assert shorter.config == model.config
+    for name, value in model.state_dict().items():
+        assert torch.equal(shorter.state_dict()[name], value), name
+    one_fewer = narrow.shorten_decoder(deeper, (1, 0, 2), images)
+    kept = one_fewer.decoder_blocks[2]
+    assert torch.equal(kept[1].conv2.weight, model.decoder_blocks[2][0].conv2.weight)
+
+
+def test_shortening_keeps_between_none_and_the_models_own_blocks(tiny_model):
+    images = torch.rand(2, 3, 32, 32)
+    with pytest.raises(ValueError, match="one entry per level"):
+        narrow.shorten_decoder(tiny_model, (0, 0), images)
+    with pytest.raises(ValueError, match="from 1 to 2 decoder blocks"):
+        narrow.shorten_decoder(tiny_model, (0, 0, 2), images)
+
+
+def test_training_shortens_and_deepens_an_initial_models_decoder(
+    tmp_path, training_folder
+):
+    tiny_training(tmp_path / "a", training_folder, steps=5)
+    start = str(tmp_path / "a" / "checkpoint.pt")
+    tiny_training(
+        tmp_path / "b", training_folder, 10, init=start, decoder_blocks=[1, 0, 0]
+    )
+    model, _ = models.load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert model.config.decoder_blocks == (1, 0, 0)
+
+
 def test_training_narrows_an_initial_model(tmp_path, training_folder):
     tiny_training(tmp_path / "a", training_folder, steps=5)
     start = str(tmp_path / "a" / "checkpoint.pt")
