@@ -244,6 +244,7 @@ def _say(args, text: str, target: str = "") -> None:
 
 def run_encode(args) -> int:
     jobs = paths.plan(args.inputs, args.output, ".hvae")
+    _limit_threads(args.threads)
     coder = _make_codec(args)
     failures = 0
     for source, target in _progress(jobs, args.quiet, "image"):
@@ -288,6 +289,7 @@ def run_decode(args) -> int:
     )
 
     jobs = paths.plan(args.inputs, args.output, ".png")
+    _limit_threads(args.threads)
     # The defaults live with the writer, which the parser does not import.
     quality, level = args.output_quality, args.png_compress
     quality = DEFAULT_OUTPUT_QUALITY if quality is None else quality
@@ -399,13 +401,17 @@ def run_demo(args) -> int:
     return 0
 
 
-def _make_codec(args, model=None):
-    import torch
+def _limit_threads(threads: int | None) -> None:
+    """--threads caps torch's process-wide pool; unset leaves torch's default."""
+    if threads:
+        import torch
 
+        torch.set_num_threads(threads)
+
+
+def _make_codec(args, model=None):
     from .. import codec
 
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
     options = {}
     if getattr(args, "max_pixels", None):
         options["max_pixels"] = args.max_pixels
