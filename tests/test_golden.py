@@ -60,9 +60,9 @@ def test_a_golden_set_is_kept_for_the_release_before():
 
 @pytest.mark.parametrize("folder", earlier_release_sets(), ids=lambda p: p.name)
 def test_files_of_earlier_releases_decode_with_the_newest_codec(folder):
-    model, _ = release_of(folder)
+    model, fingerprint = release_of(folder)
     pins = json.loads(pins_file(folder, model).read_text())
-    fingerprint = bytes.fromhex(pins["model_hash"])
+    assert pins["model_hash"] == fingerprint.hex(), "the folder names its weights"
     weights = models.released_weights_path(model, fingerprint)
     assert weights is not None, f"the weights of {folder.name} must stay installed"
     assert_pinned(folder, pins, *recording_codec(weights))
