@@ -232,7 +232,7 @@ class HierarchicalVAE(nn.Module):
             state = self.upsample[level - 1](state)
             for block in self.decoder_blocks[level]:
                 state = block(state, cond)
-        x_hat = self.output(state).float() + 0.5
+        x_hat = self.output(state).float().add_(0.5)
         return to_pixels_uint8(x_hat) if to_pixels else x_hat
 
     def _fine_halo(self, blocks: list[int]) -> int:
@@ -525,7 +525,9 @@ def _unchanged(step):
 
 def to_pixels_uint8(x_hat: torch.Tensor) -> torch.Tensor:
     """Floats in [0, 1] -> uint8 pixels (clamped and rounded)."""
-    return x_hat.clamp(0, 1).mul(255).round().to(torch.uint8)
+    # In place after the one copy: on large strips each fresh float map cost
+    # several times its arithmetic in page faults.
+    return x_hat.clamp(0, 1).mul_(255).round_().to(torch.uint8)
 
 
 def _runner(tile: int | None):
