@@ -40,7 +40,7 @@ from .grow import (
     widen_latents,
     with_latent_layers,
 )
-from .hvae import HierarchicalVAE, build_model, pad_to_stride
+from .hvae import HierarchicalVAE, build_model, pad_to_stride, to_pixels_uint8
 from .loss import RateDistortionLoss, psnr
 from .narrow import narrow_widths, shorten_decoder
 from .options import FITTING_CROP_MAX, FITTING_CROPS, TrainOptions
@@ -159,9 +159,8 @@ def validate(
             padded = pad_to_stride(x, stride)
             out = model(padded, rate)
             bits = sum(-torch.log2(p).sum() for p in out["likelihoods"].values())
-            x_hat = (
-                out["x_hat"][..., :height, :width].clamp(0, 1).mul(255).round().div(255)
-            )
+            pixels = to_pixels_uint8(out["x_hat"][..., :height, :width])
+            x_hat = pixels.float().div(255)
             bpps.append(bits.item() / (height * width))
             psnrs.append(psnr(F.mse_loss(x_hat, x).item()))
         results.append(
