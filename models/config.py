@@ -289,10 +289,15 @@ PRESETS: dict[str, HVAEConfig] = {
     ),
 }
 # The faster model: base at half width at the two finest levels, where most of
-# the multiply-adds are (benchmarks/decode_profile.md). Trained by narrowing a
-# trained base (`train --init base.pt --widths 192,192,192,64,32`).
+# the multiply-adds are (benchmarks/decode_profile.md), two thirds at stride 16,
+# and with a decoder block fewer at strides 8 and 4 (benchmarks/fast_shapes_study.md).
+# Trained by narrowing a trained base (`train --init base.pt --widths ...`),
+# then a trained fast (`--widths 192,192,128,64,32 --decoder-blocks 0,0,0,0,2`).
 PRESETS["fast"] = dataclasses.replace(
-    PRESETS["base"], name="fast", widths=(192, 192, 192, 64, 32)
+    PRESETS["base"],
+    name="fast",
+    widths=(192, 192, 128, 64, 32),
+    decoder_blocks=(0, 0, 0, 0, 2),
 )
 
 

@@ -154,10 +154,14 @@ def test_slimmer_encoders_run_beside_the_shipped_scale_network():
 
 def test_fast_shapes_study_slims_fast_and_nothing_else():
     # Every shape must be a valid model that only narrows or removes blocks of
-    # fast's float network, which its random-weight timing stands for.
-    from benchmarks.fast_shapes_study import SHAPES
+    # the studied fast's float network, which its random-weight timing stands for.
+    from benchmarks.fast_shapes_study import SHAPES, studied_weights
 
-    fast = models.get_config("fast")
+    studied = models.read_checkpoint(studied_weights())["config"]
+    fast = models.HVAEConfig.from_dict(studied)
+    shipped = models.get_config("fast")
+    last = list(SHAPES.values())[-1]
+    assert last == {"widths": shipped.widths, "decoder_blocks": shipped.decoder_blocks}
     for change in SHAPES.values():
         shape = dataclasses.replace(fast, **change)
         assert all(a <= b for a, b in zip(shape.widths, fast.widths, strict=True))
