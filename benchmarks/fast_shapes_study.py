@@ -3,9 +3,10 @@
     python -m benchmarks.fast_shapes_study
     # writes benchmarks/fast_shapes_study.{json,md}
 
-`benchmarks.large` finds `fast` decoding its 12 MP mosaic in float32 1.6x
-faster than the release 86b5011, short of the 2x the large-photos issue asks
-for. This study prices the shapes that could close the gap: the mosaic is
+`benchmarks.large` found `fast`'s first two releases decoding its 12 MP mosaic
+in float32 1.6x faster than the release 86b5011, short of the 2x the
+large-photos issue asks for. This study priced the shapes that could close the
+gap (its last is the shape of `fast`'s third release): the mosaic is
 encoded by `fast`'s first release at quality 50 and decoded in float32 by float
 networks of other shapes (random weights beside `fast`'s own scale network,
 `decode_profile.slim_decode_seconds`), which takes the time a trained decoder
